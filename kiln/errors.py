@@ -1,0 +1,129 @@
+"""The one error hierarchy of Kiln, shared by training, the CLI and serving.
+
+Every error carries the HTTP status a server answers with and builds its own message from its
+arguments, so the text a user reads is written in one place. The CLI prints the message and
+exits with ``exit_code``; the service turns it into ``{"error": message}`` with ``status_code``.
+
+    KilnError                    500  base; never raised itself
+    ├── SpecError                400  the spec file is wrong (names the field)
+    ├── DataError                422  a data file is unreadable or does not match the spec
+    ├── TrainingError            500  fitting or exporting failed
+    │   └── VerificationError    500  ONNX Runtime disagrees with scikit-learn
+    ├── RegistrationError        500  writing to the model store failed (nothing was kept)
+    ├── ArtifactError            500  a stored model is unreadable or of an unknown schema
+    ├── ModelNotFound            404  no such model or version in the store
+    ├── InvalidInput             400  a request or record is malformed
+    └── ModelNotReady            503  the model is known but not loaded yet
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "ArtifactError",
+    "DataError",
+    "InvalidInput",
+    "KilnError",
+    "ModelNotFound",
+    "ModelNotReady",
+    "RegistrationError",
+    "SpecError",
+    "TrainingError",
+    "VerificationError",
+]
+
+
+class KilnError(Exception):
+    """Base of every error Kiln raises on purpose."""
+
+    status_code: int = 500
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SpecError(KilnError):
+    """One or more fields of a spec are wrong; each problem names its field."""
+
+    status_code = 400
+    exit_code = 2
+
+    def __init__(self, problems: Iterable[tuple[str, str]], source: str = "spec") -> None:
+        self.problems = list(problems)
+        lines = [f"  {field}: {problem}" for field, problem in self.problems]
+        super().__init__(f"{source} is invalid:\n" + "\n".join(lines))
+
+
+class DataError(KilnError):
+    """A data file cannot be read, or its contents do not fit the spec."""
+
+    status_code = 422
+    exit_code = 2
+
+    def __init__(self, problem: str, *, source: str | None = None) -> None:
+        self.source = source
+        super().__init__(f"{source}: {problem}" if source else problem)
+
+
+class TrainingError(KilnError):
+    """Fitting, evaluating or exporting a model failed."""
+
+
+class VerificationError(TrainingError):
+    """The ONNX model does not answer like the scikit-learn pipeline it came from."""
+
+    def __init__(self, name: str, summary: str, worst_rows: str) -> None:
+        self.summary = summary
+        super().__init__(
+            f"{name}: ONNX Runtime disagrees with scikit-learn ({summary}); "
+            f"the model was not registered. Worst rows:\n{worst_rows}"
+        )
+
+
+class RegistrationError(KilnError):
+    """Writing a model into the store failed; the store was left as it was."""
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        super().__init__(f"{name}: registration failed, nothing was written to the store: {cause}")
+
+
+class ArtifactError(KilnError):
+    """A stored model cannot be read: files missing, corrupt, or an unknown schema version."""
+
+    def __init__(self, tag: str, problem: str) -> None:
+        self.tag = tag
+        super().__init__(f"model {tag}: {problem}")
+
+
+class ModelNotFound(KilnError):
+    """No model or version of that name is in the store."""
+
+    status_code = 404
+    exit_code = 3
+
+    def __init__(self, tag: str, known: Iterable[str] = ()) -> None:
+        known = sorted(known)
+        hint = f" (known: {', '.join(known)})" if known else ""
+        super().__init__(f"model {tag!r} is not in the store{hint}")
+
+
+class InvalidInput(KilnError):
+    """A request, record or value is malformed."""
+
+    status_code = 400
+    exit_code = 2
+
+
+class ModelNotReady(KilnError):
+    """The model exists but cannot answer yet."""
+
+    status_code = 503
+
+    def __init__(self, name: str, reason: str = "not loaded yet") -> None:
+        super().__init__(f"model {name!r} is not ready: {reason}")

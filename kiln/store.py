@@ -1,0 +1,118 @@
+"""Kiln models in the BentoML model store (the store under ``$BENTOML_HOME``).
+
+Reading is shared by the CLI and serving; writing goes through :func:`new_model`, which
+builds the model in a temporary directory and moves it into the store only when every file is
+written, so a failure at any step leaves nothing in the store. BentoML is imported inside the
+functions: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kiln.artifact import METADATA_FILE, MODEL_FILE, ModelMetadata, Stage, read_metadata
+from kiln.errors import ArtifactError, ModelNotFound, RegistrationError
+
+if TYPE_CHECKING:
+    import bentoml
+
+__all__ = ["OWNER_LABEL", "StoredModel", "get_model", "list_models", "new_model", "store_path"]
+
+OWNER_LABEL = "kiln"
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """One registered version: its tag, its directory in the store and its metadata."""
+
+    tag: str
+    path: Path
+    metadata: ModelMetadata
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def stage(self) -> Stage:
+        return self.metadata.stage
+
+
+def store_path() -> Path:
+    """Directory of the model store in use (``$BENTOML_HOME/models``)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return Path(BentoMLContainer.model_store_dir.get())
+
+
+def _is_kiln(model: bentoml.Model) -> bool:
+    return model.info.labels.get("owner") == OWNER_LABEL or (
+        Path(model.path) / METADATA_FILE
+    ).is_file()
+
+
+def _load(model: bentoml.Model) -> StoredModel:
+    tag = str(model.tag)
+    path = Path(model.path)
+    return StoredModel(tag=tag, path=path, metadata=read_metadata(path, tag))
+
+
+def list_models(name: str | None = None) -> tuple[list[StoredModel], list[ArtifactError]]:
+    """Every Kiln model (or every version of ``name``), newest first, and the unreadable ones."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        found = bentoml.models.list(name)
+    except NotFound:
+        return [], []
+    models: list[StoredModel] = []
+    problems: list[ArtifactError] = []
+    for model in found:
+        if not _is_kiln(model):
+            continue
+        try:
+            models.append(_load(model))
+        except ArtifactError as exc:
+            problems.append(exc)
+    models.sort(key=lambda m: (m.metadata.name, -m.metadata.provenance.created_at.timestamp()))
+    return models, problems
+
+
+def get_model(ref: str) -> StoredModel:
+    """Look up ``NAME`` (the newest version) or ``NAME:VERSION``."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException, NotFound
+
+    try:
+        model = bentoml.models.get(ref)
+    except NotFound:
+        known = {m.metadata.name for m in list_models()[0]}
+        raise ModelNotFound(ref, known) from None
+    except BentoMLException as exc:  # malformed tag and the like
+        raise ModelNotFound(f"{ref} ({exc})") from None
+    return _load(model)
+
+
+@contextmanager
+def new_model(name: str, *, labels: dict[str, str]) -> Iterator[tuple[str, Path]]:
+    """Yield ``(version, directory)`` to fill; on normal exit the model enters the store.
+
+    Any exception inside the block discards the directory; the store is untouched and the
+    error is re-raised as :class:`RegistrationError` (unless it is already a Kiln error).
+    """
+    import bentoml
+
+    from kiln.errors import KilnError
+
+    try:
+        with bentoml.models.create(name, labels={"owner": OWNER_LABEL, **labels}) as model:
+            yield model.tag.version or "", Path(model.path)
+    except KilnError:
+        raise
+    except Exception as exc:
+        raise RegistrationError(name, exc) from exc

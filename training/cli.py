@@ -1,0 +1,230 @@
+"""The ``kiln`` command. It only wires arguments to the training and store functions.
+
+Exit codes: 0 success; 1 failure (training, verification, store); 2 a wrong spec, data or
+argument; 3 no such model; 4 trained and registered, but below the quality gate.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kiln.artifact import ModelMetadata, Stage
+from kiln.errors import KilnError
+
+__all__ = ["app", "main"]
+
+EXIT_GATE = 4
+
+app = typer.Typer(
+    help="Kiln: train scikit-learn models from a spec, verify them as ONNX, and register them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Inspect the models in the store ($BENTOML_HOME).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Print a Kiln error as a message (no traceback) and exit with its code."""
+    try:
+        yield
+    except KilnError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _metrics_table(meta: ModelMetadata) -> Table:
+    table = Table(title=f"{meta.tag} on {meta.evaluation.holdout_rows:,} holdout rows")
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    table.add_column("baseline", justify="right")
+    for key, value in meta.evaluation.metrics.items():
+        table.add_row(key, _fmt(value), _fmt(meta.evaluation.baseline.get(key)))
+    return table
+
+
+def _summary(meta: ModelMetadata) -> None:
+    v = meta.verification
+    out.print(_metrics_table(meta))
+    out.print(
+        f"verified on {v.rows:,} rows: max |ONNX - scikit-learn| = {v.max_abs_diff:.2g} "
+        f"(tolerance {v.atol:g} + {v.rtol:g}*|value|)"
+        + (f", {v.label_mismatches} label mismatches" if v.label_mismatches is not None else "")
+    )
+    for check in meta.gate.checks:
+        mark = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
+        out.print(f"gate {check.metric} {check.op} {check.threshold:g}: {_fmt(check.value)} {mark}")
+    stage = "[green]candidate[/]" if meta.stage is Stage.candidate else "[red]rejected[/]"
+    out.print(f"registered [bold]{meta.tag}[/] as {stage}")
+
+
+@app.command()
+def train(
+    specs: Annotated[list[Path], typer.Argument(help="Spec files (YAML).", show_default=False)],
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", "-d", help="Data file or glob; replaces the spec's paths. Repeatable."),
+    ] = None,
+) -> None:
+    """Train, verify and register the model each spec describes."""
+    from training.run import train as run_train
+    from training.settings import TrainingSettings
+    from training.spec import load_spec
+
+    if data and len(specs) > 1:
+        err.print("[bold red]error:[/] --data applies to one spec at a time")
+        raise typer.Exit(2)
+    with _errors():
+        settings = TrainingSettings()
+        loaded = [(path, load_spec(path)) for path in specs]  # every spec checked before training
+    gate_failed = False
+    for path, spec in loaded:
+        with _errors():
+            if settings.progress and err.is_terminal:
+                with err.status(f"{spec.name}: starting") as status:
+                    stored = run_train(
+                        spec, spec_path=path, data=data, settings=settings,
+                        on_step=lambda s, n=spec.name: status.update(f"{n}: {s}"),
+                    )
+            else:
+                stored = run_train(
+                    spec, spec_path=path, data=data, settings=settings,
+                    on_step=lambda s, n=spec.name: err.print(f"{n}: {s}", highlight=False),
+                )
+        _summary(stored.metadata)
+        gate_failed |= stored.stage is Stage.rejected
+    if gate_failed:
+        err.print("[bold red]a model is below its quality gate[/]: registered as rejected")
+        raise typer.Exit(EXIT_GATE)
+
+
+@app.command()
+def validate(
+    spec_path: Annotated[Path, typer.Argument(help="Spec file (YAML).", show_default=False)],
+    data: Annotated[list[str] | None, typer.Option("--data", "-d", help="Data file or glob.")] = None,
+) -> None:
+    """Check a spec and its data without training anything."""
+    from training.pipeline import build_pipeline
+    from training.run import load_checked
+    from training.spec import load_spec
+
+    with _errors():
+        spec = load_spec(spec_path)
+        dataset = load_checked(spec, spec_path.parent, data)
+        build_pipeline(spec, dataset.features)
+    kinds = ", ".join(f"{n} ({k.value})" for n, k in dataset.features)
+    out.print(f"{spec_path}: valid; {dataset.rows:,} rows; features: {kinds}", highlight=False)
+
+
+@models_app.command("list")
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Every registered model version, newest first, with its headline metrics."""
+    from kiln.store import list_models as stored_models
+
+    with _errors():
+        models, problems = stored_models()
+    if as_json:
+        rows = [
+            {
+                "tag": m.tag, "task": m.metadata.task.value, "stage": m.stage.value,
+                "estimator": m.metadata.estimator,
+                "created_at": m.metadata.provenance.created_at.isoformat(),
+                "metrics": m.metadata.evaluation.metrics,
+            }
+            for m in models
+        ]
+        out.print_json(json.dumps({"models": rows, "unreadable": [str(p) for p in problems]}))
+        return
+    table = Table(title=f"{len(models)} model versions")
+    for column in ("model", "version", "task", "estimator", "stage", "score", "baseline", "created"):
+        table.add_column(column)
+    for m in models:
+        meta = m.metadata
+        key = "roc_auc" if meta.task.value == "classification" else "r2"
+        table.add_row(
+            meta.name, meta.version, meta.task.value, meta.estimator, meta.stage.value,
+            f"{key} {_fmt(meta.evaluation.metrics.get(key))}",
+            _fmt(meta.evaluation.baseline.get(key)),
+            meta.provenance.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table)
+    for problem in problems:
+        err.print(f"[yellow]unreadable:[/] {problem}", highlight=False)
+
+
+@models_app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metadata document.")] = False,
+) -> None:
+    """Everything recorded about one model version."""
+    from kiln.store import get_model
+
+    with _errors():
+        meta = get_model(ref).metadata
+    if as_json:
+        out.print_json(meta.model_dump_json())
+        return
+    out.print(
+        f"[bold]{meta.tag}[/]  {meta.task.value}, {meta.estimator}, stage {meta.stage.value}, "
+        f"target {meta.target!r}"
+        + (f", classes {', '.join(map(str, meta.classes))}" if meta.classes else "")
+    )
+    features = Table(title="features (ONNX inputs, shape [-1, 1])")
+    for column in ("name", "kind", "dtype", "missing in training", "categories"):
+        features.add_column(column)
+    for f in meta.features:
+        stats = meta.feature_stats[f.name]
+        cats = ", ".join(f.categories[:8]) + (" …" if len(f.categories) > 8 else "") if f.categories else ""
+        features.add_row(f.name, f.kind.value, f.dtype, f"{stats.missing}/{stats.count}", cats)
+    out.print(features)
+    outputs = Table(title="outputs")
+    for column in ("name", "dtype", "shape", "meaning"):
+        outputs.add_column(column)
+    for o in meta.outputs:
+        outputs.add_row(o.name, o.dtype, str(o.shape), o.description)
+    out.print(outputs)
+    _summary(meta)
+    prov = meta.provenance
+    out.print(
+        f"data: " + "; ".join(f"{d.source} ({d.rows:,} rows, sha256 {d.sha256[:12]})" for d in meta.data),
+        highlight=False,
+    )
+    out.print(
+        f"code {prov.git_commit or 'unknown'}{' (modified)' if prov.git_dirty else ''}; "
+        f"opset {prov.opset}; onnx sha256 {meta.onnx_sha256[:12]}; created {prov.created_at:%Y-%m-%d %H:%M:%S} UTC",
+        highlight=False,
+    )
+    out.print(
+        "libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(prov.libraries.items())),
+        highlight=False,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``kiln`` console script."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Writing a verified model into the BentoML model store, with its provenance.
+
+The ONNX file and the metadata document are written into BentoML's temporary model
+directory; only when both are written and read back does the model enter the store. A
+failure at any step leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from kiln.artifact import (
+    MODEL_FILE,
+    DataFile,
+    Evaluation,
+    Feature,
+    FeatureStats,
+    Gate,
+    ModelMetadata,
+    Output,
+    Provenance,
+    Stage,
+    Task,
+    Verification,
+    read_metadata,
+    write_metadata,
+)
+from kiln.store import StoredModel, get_model, new_model
+
+__all__ = ["LIBRARIES", "git_state", "library_versions", "register"]
+
+LIBRARIES = (
+    "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "bentoml", "kiln",
+)
+
+
+def git_state(directory: Path) -> tuple[str | None, bool | None]:
+    """The commit checked out in ``directory`` and whether the tree has changes; None if no git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
+            check=True, timeout=10,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory,
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit, bool(status.strip())
+
+
+def library_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def register(
+    *,
+    name: str,
+    task: Task,
+    target: str,
+    estimator: str,
+    estimator_params: dict[str, Any],
+    classes: list[Any] | None,
+    features: list[Feature],
+    onnx: bytes,
+    outputs: list[Output],
+    evaluation: Evaluation,
+    gate: Gate,
+    verification: Verification,
+    data: list[DataFile],
+    feature_stats: dict[str, FeatureStats],
+    spec: dict[str, Any],
+    spec_path: str | None,
+    opset: dict[str, int],
+) -> StoredModel:
+    """Store ``onnx`` and its metadata as a new version of ``name``; return what was stored."""
+    commit, dirty = git_state(Path(__file__).resolve().parent)
+    stage = Stage.candidate if gate.passed else Stage.rejected
+    with new_model(name, labels={"stage": stage.value, "task": task.value}) as (version, directory):
+        (directory / MODEL_FILE).write_bytes(onnx)
+        meta = ModelMetadata(
+            name=name,
+            version=version,
+            task=task,
+            target=target,
+            estimator=estimator,
+            estimator_params=estimator_params,
+            classes=classes,
+            features=features,
+            outputs=outputs,
+            evaluation=evaluation,
+            gate=gate,
+            verification=verification,
+            data=data,
+            feature_stats=feature_stats,
+            provenance=Provenance(
+                created_at=datetime.now(UTC),
+                git_commit=commit,
+                git_dirty=dirty,
+                python=platform.python_version(),
+                libraries=library_versions(),
+                opset=opset,
+                spec=spec,
+                spec_path=spec_path,
+            ),
+            onnx_sha256=hashlib.sha256(onnx).hexdigest(),
+            stage=stage,
+        )
+        write_metadata(meta, directory)
+        read_metadata(directory, f"{name}:{version}")  # what serving will read must read back
+    return get_model(f"{name}:{version}")

@@ -1,0 +1,302 @@
+"""The model spec: one YAML file that says what to train, on what, and how good it must be.
+
+Checks that need only the file happen here, when it is loaded; checks that need the data
+(columns present, types, classes) happen in :mod:`training.data` before any fitting. Both
+report every problem with the field it belongs to.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kiln.artifact import FeatureKind, Task
+from kiln.errors import SpecError
+from training.estimators import ESTIMATORS
+
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "REGRESSION_METRICS",
+    "BUNDLED_DATASETS",
+    "DataSpec",
+    "EstimatorSpec",
+    "EvaluationSpec",
+    "GateRule",
+    "Spec",
+    "TextSpec",
+    "ToleranceSpec",
+    "load_spec",
+    "parse_spec",
+]
+
+CLASSIFICATION_METRICS = (
+    "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss",
+)
+REGRESSION_METRICS = ("mae", "rmse", "r2")
+BUNDLED_DATASETS = ("breast_cancer", "diabetes", "iris", "wine")
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-6
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+_GATE = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Spec):
+    paths: list[str] = Field(
+        default_factory=list,
+        description="CSV/TSV/Parquet files or glob patterns, relative to the spec file; "
+        "several are concatenated in order. `kiln train --data` replaces them.",
+    )
+    sklearn: Literal["breast_cancer", "diabetes", "iris", "wine"] | None = Field(
+        default=None, description="A data set bundled with scikit-learn (no network)."
+    )
+    format: Literal["csv", "tsv", "parquet"] | None = Field(
+        default=None, description="File format; by default taken from each file's extension."
+    )
+    header: bool = Field(default=True, description="Whether CSV/TSV files start with a header.")
+    columns: list[str] | None = Field(
+        default=None, description="Column names, for CSV/TSV files without a header."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if self.paths and self.sklearn:
+            raise ValueError("give either `paths` or `sklearn`, not both")
+        if not self.header and not self.columns:
+            raise ValueError("`header: false` needs `columns` to name the columns")
+        return self
+
+
+class EstimatorSpec(_Spec):
+    type: str = Field(description="Estimator class name, e.g. LogisticRegression.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Constructor parameters.")
+    probabilities: Literal["calibrated", "scores"] | None = Field(
+        default=None,
+        description="LinearSVC only: `calibrated` (sigmoid calibration, per-class "
+        "probabilities; the default) or `scores` (raw decision scores, no probabilities).",
+    )
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {value!r}; known: {', '.join(ESTIMATORS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _probabilities_only_for_svc(self) -> EstimatorSpec:
+        if self.probabilities is not None and self.type != "LinearSVC":
+            raise ValueError("`probabilities` applies to LinearSVC only")
+        return self
+
+
+class TextSpec(_Spec):
+    """TF-IDF settings for text features: only those skl2onnx converts faithfully.
+
+    Measured with skl2onnx 1.20 / ONNX Runtime 1.32 on the SMS data: bigrams
+    (``ngram_range: [1, 2]``) and ``sublinear_tf`` change up to 95% of the outputs (by up to
+    0.8), and custom token patterns or ``char_wb`` analyzers do not load or disagree, so the
+    spec refuses them instead of registering a model that answers differently when served.
+    """
+
+    max_features: int | None = Field(default=None, gt=0)
+    min_df: int = Field(default=1, ge=1)
+    max_df: float = Field(default=1.0, gt=0, le=1)
+    lowercase: bool = True
+    stop_words: Literal["english"] | None = None
+    binary: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unfaithful(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        refused = {
+            "ngram_range": "bigrams and longer n-grams",
+            "sublinear_tf": "sublinear term frequencies",
+            "token_pattern": "custom token patterns",
+            "analyzer": "character analyzers",
+        }
+        for key, what in refused.items():
+            if key in value and value[key] not in ([1, 1], (1, 1), False, None):
+                raise ValueError(
+                    f"{key}: {what} are not converted faithfully by skl2onnx (ONNX Runtime "
+                    "would answer differently from scikit-learn); remove it"
+                )
+        return {k: v for k, v in value.items() if k != "ngram_range"}
+
+
+class EvaluationSpec(_Spec):
+    holdout: float = Field(default=0.2, gt=0, lt=1, description="Fraction held out for tests.")
+    seed: int = Field(default=0, description="Random seed of the split and the estimator.")
+    positive_class: str | int | None = Field(
+        default=None, description="Binary classification: the class precision/recall refer to."
+    )
+
+
+class ToleranceSpec(_Spec):
+    """How closely ONNX Runtime must match scikit-learn: |a - b| <= atol + rtol * |b|."""
+
+    atol: float = Field(default=DEFAULT_ATOL, ge=0)
+    rtol: float = Field(default=DEFAULT_RTOL, ge=0)
+    reason: str | None = Field(default=None, description="Required when loosening the defaults.")
+
+    @model_validator(mode="after")
+    def _reason_when_loosened(self) -> ToleranceSpec:
+        loosened = self.atol > DEFAULT_ATOL or self.rtol > DEFAULT_RTOL
+        if loosened and not (self.reason and self.reason.strip()):
+            raise ValueError(
+                f"loosening the tolerance past atol={DEFAULT_ATOL}, rtol={DEFAULT_RTOL} "
+                "needs a `reason`"
+            )
+        return self
+
+
+class GateRule(_Spec):
+    metric: str
+    op: Literal[">=", "<=", ">", "<"]
+    threshold: float
+
+    @classmethod
+    def parse(cls, text: str) -> GateRule:
+        match = _GATE.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not of the form `metric >= number`")
+        metric, op, number = match.groups()
+        try:
+            threshold = float(number)
+        except ValueError:
+            raise ValueError(f"{number!r} in {text!r} is not a number") from None
+        return cls(metric=metric, op=op, threshold=threshold)  # type: ignore[arg-type]
+
+    def holds(self, value: float | None) -> bool:
+        if value is None:
+            return False
+        return {
+            ">=": value >= self.threshold,
+            "<=": value <= self.threshold,
+            ">": value > self.threshold,
+            "<": value < self.threshold,
+        }[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.threshold:g}"
+
+
+class Spec(_Spec):
+    name: str = Field(description="Model name in the store: lower case, digits, . _ -")
+    description: str = ""
+    task: Task
+    data: DataSpec = Field(default_factory=DataSpec)
+    target: str
+    features: dict[str, FeatureKind] = Field(
+        description="Column name -> numeric | categorical | text. The key `*` gives a kind to "
+        "every other column (except the target and `drop`)."
+    )
+    drop: list[str] = Field(default_factory=list, description="Columns never used.")
+    estimator: EstimatorSpec
+    text: TextSpec = Field(default_factory=TextSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    tolerance: ToleranceSpec = Field(default_factory=ToleranceSpec)
+    gate: Annotated[list[GateRule], Field(default_factory=list)]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid model name: use 1-63 lower-case letters, digits, "
+                "'.', '_' or '-', starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("gate", mode="before")
+    @classmethod
+    def _parse_gate(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # {metric: ">= 0.9"} or {metric: 0.9} (a minimum)
+            value = [
+                f"{k} {v}" if isinstance(v, str) else f"{k} >= {v}" for k, v in value.items()
+            ]
+        if isinstance(value, list):
+            return [GateRule.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: dict[str, FeatureKind]) -> dict[str, FeatureKind]:
+        if not value:
+            raise ValueError("name at least one feature")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        problems: list[str] = []
+        info = ESTIMATORS[self.estimator.type]
+        if info.task is not self.task:
+            problems.append(
+                f"estimator.type: {info.name} is a {info.task.value} estimator but task is "
+                f"{self.task.value}"
+            )
+        if self.target in self.features:
+            problems.append(f"features.{self.target}: the target cannot also be a feature")
+        for column in set(self.drop) & set(self.features):
+            problems.append(f"drop: {column!r} is both dropped and a feature")
+        known = CLASSIFICATION_METRICS if self.task is Task.classification else REGRESSION_METRICS
+        for i, rule in enumerate(self.gate):
+            if rule.metric not in known:
+                problems.append(
+                    f"gate.{i}: {rule.metric!r} is not a {self.task.value} metric; "
+                    f"known: {', '.join(known)}"
+                )
+        if self.task is Task.regression and self.evaluation.positive_class is not None:
+            problems.append("evaluation.positive_class: only for classification")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def has_text(self) -> bool:
+        return FeatureKind.text in self.features.values()
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(spec)"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        for line in message.splitlines():  # model-level checks name their own fields
+            if ": " in line and not err["loc"] and line.split(": ", 1)[0].replace(".", "").isidentifier():
+                out.append(tuple(line.split(": ", 1)))  # type: ignore[arg-type]
+            else:
+                out.append((field, line))
+    return out
+
+
+def parse_spec(raw: Any, source: str = "spec") -> Spec:
+    """Validate a spec given as a mapping (already parsed YAML)."""
+    if not isinstance(raw, dict):
+        raise SpecError([("(spec)", "must be a YAML mapping of fields")], source)
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc), source) from None
+
+
+def load_spec(path: Path) -> Spec:
+    """Read and validate a spec file. Relative data paths stay relative to the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([("(file)", f"cannot read {path}: {exc.strerror or exc}")], str(path))
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([("(file)", f"not valid YAML: {exc}")], str(path)) from None
+    return parse_spec(raw, str(path))
