@@ -72,9 +72,14 @@ def export_onnx(
             else StringTensorType([None])
         )
         final = [("label", label_type), (score_kind, FloatTensorType([None, len(classes)]))]
-        options: dict[Any, Any] = {id(pipeline): {"zipmap": False}}
-        if score_kind == "scores":
-            options[id(pipeline.named_steps["estimator"])] = {"raw_scores": True}
+        # No ZipMap: a plain [N, n_classes] tensor. LinearSVC (scores) has no ZipMap option,
+        # and without an option of its own skl2onnx gives it one and fails; raw_scores makes
+        # it output [-s, s] for two classes, one column per class like the others.
+        options: dict[Any, Any] = (
+            {id(pipeline.named_steps["estimator"]): {"raw_scores": True}}
+            if score_kind == "scores"
+            else {id(pipeline): {"zipmap": False}}
+        )
     else:
         final = [("prediction", FloatTensorType([None, 1]))]
         options = {}

@@ -1,0 +1,55 @@
+"""Shared fixtures: an isolated model store, and small data sets made in the test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = REPO / "training" / "specs"
+SMS = REPO.parent / "shared" / "data" / "sms"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test run gets its own model store; the user's ~/bentoml is never touched."""
+    home = tmp_path_factory.mktemp("bentoml")
+    os.environ["BENTOML_HOME"] = str(home)
+    return home
+
+
+def mixed_frame(rows: int = 400, classes: int = 2, seed: int = 0) -> pd.DataFrame:
+    """Numeric and categorical columns with missing values, a spaced column name, a target.
+
+    ``classes=0`` makes a regression target.
+    """
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "size cm": rng.normal(10, 3, rows).round(3),
+            "weight": rng.gamma(2, 5, rows).round(2),
+            "count": rng.poisson(3, rows).astype(float),
+            "colour": rng.choice(["red", "green", "blue", "dark red"], rows),
+            "shop": rng.choice(["north", "south", "online"], rows),
+        }
+    )
+    signal = (
+        0.4 * (frame["size cm"] - 10)
+        + 0.1 * frame["weight"]
+        + 1.2 * (frame["colour"] == "red")
+        - 0.8 * (frame["shop"] == "online")
+        + rng.normal(0, 0.7, rows)
+    )
+    if classes == 0:
+        frame["target"] = (signal * 30 + 150).round(2)
+    else:
+        edges = np.quantile(signal, np.linspace(0, 1, classes + 1)[1:-1])
+        names = np.array(["low", "mid", "high", "top"][:classes] if classes > 2 else ["no", "yes"])
+        frame["target"] = names[np.searchsorted(edges, signal)]
+    for column, share in [("size cm", 0.1), ("weight", 0.05), ("colour", 0.08)]:
+        frame.loc[rng.random(rows) < share, column] = np.nan
+    return frame
