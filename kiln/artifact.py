@@ -237,4 +237,6 @@ def read_metadata(directory: Path, tag: str | None = None) -> ModelMetadata:
     try:
         return ModelMetadata.model_validate(raw)
     except ValidationError as exc:
-        raise ArtifactError(tag, f"{METADATA_FILE} does not match schema {version}: {exc}") from None
+        raise ArtifactError(
+            tag, f"{METADATA_FILE} does not match schema {version}: {exc}"
+        ) from None

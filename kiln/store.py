@@ -50,9 +50,10 @@ def store_path() -> Path:
 
 
 def _is_kiln(model: bentoml.Model) -> bool:
-    return model.info.labels.get("owner") == OWNER_LABEL or (
-        Path(model.path) / METADATA_FILE
-    ).is_file()
+    return (
+        model.info.labels.get("owner") == OWNER_LABEL
+        or (Path(model.path) / METADATA_FILE).is_file()
+    )
 
 
 def _load(model: bentoml.Model) -> StoredModel:

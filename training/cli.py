@@ -7,8 +7,7 @@ argument; 3 no such model; 4 trained and registered, but below the quality gate.
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -30,7 +29,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-models_app = typer.Typer(help="Inspect the models in the store ($BENTOML_HOME).", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Inspect the models in the store ($BENTOML_HOME).", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 out = Console()
@@ -45,6 +46,24 @@ def _errors() -> Iterator[None]:
     except KilnError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+@contextmanager
+def _progress(name: str, live: bool) -> Iterator[Callable[[str], None]]:
+    """A live status line on a terminal; plain lines on stderr otherwise (CI logs)."""
+    if live and err.is_terminal:
+        with err.status(f"{name}: starting") as status:
+
+            def update(text: str) -> None:
+                status.update(f"{name}: {text}")
+
+            yield update
+    else:
+
+        def line(text: str) -> None:
+            err.print(f"{name}: {text}", highlight=False)
+
+        yield line
 
 
 def _fmt(value: float | None) -> str:
@@ -81,7 +100,9 @@ def train(
     specs: Annotated[list[Path], typer.Argument(help="Spec files (YAML).", show_default=False)],
     data: Annotated[
         list[str] | None,
-        typer.Option("--data", "-d", help="Data file or glob; replaces the spec's paths. Repeatable."),
+        typer.Option(
+            "--data", "-d", help="Data file or glob; replaces the spec's paths. Repeatable."
+        ),
     ] = None,
 ) -> None:
     """Train, verify and register the model each spec describes."""
@@ -97,18 +118,8 @@ def train(
         loaded = [(path, load_spec(path)) for path in specs]  # every spec checked before training
     gate_failed = False
     for path, spec in loaded:
-        with _errors():
-            if settings.progress and err.is_terminal:
-                with err.status(f"{spec.name}: starting") as status:
-                    stored = run_train(
-                        spec, spec_path=path, data=data, settings=settings,
-                        on_step=lambda s, n=spec.name: status.update(f"{n}: {s}"),
-                    )
-            else:
-                stored = run_train(
-                    spec, spec_path=path, data=data, settings=settings,
-                    on_step=lambda s, n=spec.name: err.print(f"{n}: {s}", highlight=False),
-                )
+        with _errors(), _progress(spec.name, settings.progress) as step:
+            stored = run_train(spec, spec_path=path, data=data, settings=settings, on_step=step)
         _summary(stored.metadata)
         gate_failed |= stored.stage is Stage.rejected
     if gate_failed:
@@ -119,7 +130,9 @@ def train(
 @app.command()
 def validate(
     spec_path: Annotated[Path, typer.Argument(help="Spec file (YAML).", show_default=False)],
-    data: Annotated[list[str] | None, typer.Option("--data", "-d", help="Data file or glob.")] = None,
+    data: Annotated[
+        list[str] | None, typer.Option("--data", "-d", help="Data file or glob.")
+    ] = None,
 ) -> None:
     """Check a spec and its data without training anything."""
     from training.pipeline import build_pipeline
@@ -146,7 +159,9 @@ def list_models(
     if as_json:
         rows = [
             {
-                "tag": m.tag, "task": m.metadata.task.value, "stage": m.stage.value,
+                "tag": m.tag,
+                "task": m.metadata.task.value,
+                "stage": m.stage.value,
                 "estimator": m.metadata.estimator,
                 "created_at": m.metadata.provenance.created_at.isoformat(),
                 "metrics": m.metadata.evaluation.metrics,
@@ -156,13 +171,26 @@ def list_models(
         out.print_json(json.dumps({"models": rows, "unreadable": [str(p) for p in problems]}))
         return
     table = Table(title=f"{len(models)} model versions")
-    for column in ("model", "version", "task", "estimator", "stage", "score", "baseline", "created"):
+    for column in (
+        "model",
+        "version",
+        "task",
+        "estimator",
+        "stage",
+        "score",
+        "baseline",
+        "created",
+    ):
         table.add_column(column)
     for m in models:
         meta = m.metadata
         key = "roc_auc" if meta.task.value == "classification" else "r2"
         table.add_row(
-            meta.name, meta.version, meta.task.value, meta.estimator, meta.stage.value,
+            meta.name,
+            meta.version,
+            meta.task.value,
+            meta.estimator,
+            meta.stage.value,
             f"{key} {_fmt(meta.evaluation.metrics.get(key))}",
             _fmt(meta.evaluation.baseline.get(key)),
             meta.provenance.created_at.strftime("%Y-%m-%d %H:%M"),
@@ -195,7 +223,11 @@ def show(
         features.add_column(column)
     for f in meta.features:
         stats = meta.feature_stats[f.name]
-        cats = ", ".join(f.categories[:8]) + (" …" if len(f.categories) > 8 else "") if f.categories else ""
+        cats = (
+            ", ".join(f.categories[:8]) + (" …" if len(f.categories) > 8 else "")
+            if f.categories
+            else ""
+        )
         features.add_row(f.name, f.kind.value, f.dtype, f"{stats.missing}/{stats.count}", cats)
     out.print(features)
     outputs = Table(title="outputs")
@@ -207,12 +239,14 @@ def show(
     _summary(meta)
     prov = meta.provenance
     out.print(
-        f"data: " + "; ".join(f"{d.source} ({d.rows:,} rows, sha256 {d.sha256[:12]})" for d in meta.data),
+        "data: "
+        + "; ".join(f"{d.source} ({d.rows:,} rows, sha256 {d.sha256[:12]})" for d in meta.data),
         highlight=False,
     )
     out.print(
         f"code {prov.git_commit or 'unknown'}{' (modified)' if prov.git_dirty else ''}; "
-        f"opset {prov.opset}; onnx sha256 {meta.onnx_sha256[:12]}; created {prov.created_at:%Y-%m-%d %H:%M:%S} UTC",
+        f"opset {prov.opset}; onnx sha256 {meta.onnx_sha256[:12]}; "
+        f"created {prov.created_at:%Y-%m-%d %H:%M:%S} UTC",
         highlight=False,
     )
     out.print(
@@ -227,4 +261,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -51,7 +51,7 @@ def resolve_paths(patterns: list[str], base: Path) -> list[Path]:
     paths: list[Path] = []
     for pattern in patterns:
         full = pattern if Path(pattern).is_absolute() else str(base / pattern)
-        matches = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
+        matches = sorted(glob.glob(full)) if glob.has_magic(full) else [full]  # noqa: PTH207
         if not matches:
             raise DataError("no file matches this pattern", source=pattern)
         paths.extend(Path(m) for m in matches)
@@ -76,9 +76,12 @@ def _bundled(name: str) -> tuple[pd.DataFrame, list[DataFile]]:
 
 
 def _read_file(path: Path, spec: Spec, text_columns: set[str]) -> pd.DataFrame:
-    fmt = spec.data.format or {".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet"}.get(
-        path.suffix.lower(), "csv"
-    )
+    fmt = spec.data.format or {
+        ".tsv": "tsv",
+        ".tab": "tsv",
+        ".parquet": "parquet",
+        ".pq": "parquet",
+    }.get(path.suffix.lower(), "csv")
     source = str(path)
     if not path.is_file():
         raise DataError("file not found", source=source)
@@ -97,7 +100,9 @@ def _read_file(path: Path, spec: Spec, text_columns: set[str]) -> pd.DataFrame:
                 on_bad_lines="error",
             )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"cannot be read as {fmt.upper()}: {str(exc).strip()}", source=source) from None
+        raise DataError(
+            f"cannot be read as {fmt.upper()}: {str(exc).strip()}", source=source
+        ) from None
     except OSError as exc:
         raise DataError(f"cannot be read: {exc.strerror or exc}", source=source) from None
     except Exception as exc:  # pyarrow raises its own types for corrupt files
@@ -195,15 +200,25 @@ def _typed_target(frame: pd.DataFrame, spec: Spec, sources: str) -> pd.Series:
     counts = y.value_counts()
     if len(counts) < 2:
         raise SpecError(
-            [("target", f"{spec.target!r} has one class ({counts.index[0]!r}); "
-              "a classifier needs at least two")],
+            [
+                (
+                    "target",
+                    f"{spec.target!r} has one class ({counts.index[0]!r}); "
+                    "a classifier needs at least two",
+                )
+            ],
             "spec does not match the data",
         )
     rare = counts[counts < 2]
     if len(rare):
         raise SpecError(
-            [("target", f"class {rare.index[0]!r} has a single row; every class needs at "
-              "least two for a stratified holdout")],
+            [
+                (
+                    "target",
+                    f"class {rare.index[0]!r} has a single row; every class needs at "
+                    "least two for a stratified holdout",
+                )
+            ],
             "spec does not match the data",
         )
     return y
@@ -216,9 +231,16 @@ def load_dataset(spec: Spec, paths: list[Path]) -> Dataset:
     else:
         if not paths:
             raise SpecError(
-                [("data.paths", "no data: give paths in the spec or `--data FILE` on the command line")]
+                [
+                    (
+                        "data.paths",
+                        "no data: give paths in the spec or `--data FILE` on the command line",
+                    )
+                ]
             )
-        text_columns = {n for n, k in spec.features.items() if k is not FeatureKind.numeric and n != "*"}
+        text_columns = {
+            n for n, k in spec.features.items() if k is not FeatureKind.numeric and n != "*"
+        }
         frames, files = [], []
         for path in paths:
             part = _read_file(path, spec, text_columns)

@@ -64,8 +64,13 @@ def generate(rows: int = 3000, seed: int = 20261125) -> pd.DataFrame:
             "churned": churned,
         }
     )
-    for column, share in [("tenure_months", 0.03), ("data_gb", 0.08), ("age", 0.12),
-                          ("plan", 0.04), ("payment_method", 0.06)]:
+    for column, share in [
+        ("tenure_months", 0.03),
+        ("data_gb", 0.08),
+        ("age", 0.12),
+        ("plan", 0.04),
+        ("payment_method", 0.06),
+    ]:
         frame.loc[rng.random(rows) < share, column] = np.nan
     for column in ("tenure_months", "support_calls", "age"):
         frame[column] = frame[column].astype("Int64")

@@ -30,7 +30,7 @@ class EstimatorInfo:
 
     def cls(self) -> type:
         module, _, attr = self.import_path.partition(":")
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), attr)
 
 
 _C, _R = Task.classification, Task.regression
@@ -40,7 +40,10 @@ ESTIMATORS: dict[str, EstimatorInfo] = {
     info.name: info
     for info in [
         EstimatorInfo(
-            "LogisticRegression", _C, "sklearn.linear_model:LogisticRegression", True,
+            "LogisticRegression",
+            _C,
+            "sklearn.linear_model:LogisticRegression",
+            True,
             (("max_iter", 1000),),
         ),
         EstimatorInfo("LinearSVC", _C, "sklearn.svm:LinearSVC", True, _SEED),
@@ -57,21 +60,33 @@ ESTIMATORS: dict[str, EstimatorInfo] = {
             "ExtraTreesRegressor", _R, "sklearn.ensemble:ExtraTreesRegressor", False, _SEED
         ),
         EstimatorInfo(
-            "GradientBoostingClassifier", _C, "sklearn.ensemble:GradientBoostingClassifier",
-            False, _SEED,
+            "GradientBoostingClassifier",
+            _C,
+            "sklearn.ensemble:GradientBoostingClassifier",
+            False,
+            _SEED,
         ),
         EstimatorInfo(
-            "GradientBoostingRegressor", _R, "sklearn.ensemble:GradientBoostingRegressor",
-            False, _SEED,
+            "GradientBoostingRegressor",
+            _R,
+            "sklearn.ensemble:GradientBoostingRegressor",
+            False,
+            _SEED,
         ),
         EstimatorInfo("Ridge", _R, "sklearn.linear_model:Ridge", True),
         EstimatorInfo("LinearRegression", _R, "sklearn.linear_model:LinearRegression", True),
         EstimatorInfo(
-            "MLPClassifier", _C, "sklearn.neural_network:MLPClassifier", True,
+            "MLPClassifier",
+            _C,
+            "sklearn.neural_network:MLPClassifier",
+            True,
             (*_SEED, ("max_iter", 500)),
         ),
         EstimatorInfo(
-            "MLPRegressor", _R, "sklearn.neural_network:MLPRegressor", True,
+            "MLPRegressor",
+            _R,
+            "sklearn.neural_network:MLPRegressor",
+            True,
             (*_SEED, ("max_iter", 500)),
         ),
     ]

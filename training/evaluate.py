@@ -12,7 +12,7 @@ from sklearn.dummy import DummyClassifier, DummyRegressor
 from kiln.artifact import Evaluation, Gate, GateCheck, Task
 from training.spec import GateRule
 
-__all__ = ["classification_metrics", "evaluate", "check_gate", "regression_metrics", "scores_of"]
+__all__ = ["check_gate", "classification_metrics", "evaluate", "regression_metrics", "scores_of"]
 
 
 def scores_of(model: Any, X: pd.DataFrame) -> np.ndarray | None:
@@ -85,7 +85,7 @@ def evaluate(
     positive_class: Any = None,
 ) -> Evaluation:
     """Score ``model`` on the holdout, and a Dummy baseline fitted on the same training rows."""
-    common = {
+    common: dict[str, Any] = {
         "holdout_fraction": holdout,
         "seed": seed,
         "train_rows": len(X_train),

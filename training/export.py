@@ -56,12 +56,17 @@ def export_onnx(
     score_kind: ScoreKind,
     opset: dict[str, int],
 ) -> Exported:
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
     initial = [
-        (name, FloatTensorType([None, 1]) if kind is FeatureKind.numeric else StringTensorType([None, 1]))
+        (
+            name,
+            FloatTensorType([None, 1])
+            if kind is FeatureKind.numeric
+            else StringTensorType([None, 1]),
+        )
         for name, kind in features
     ]
     if task is Task.classification:
@@ -111,7 +116,10 @@ def export_onnx(
 
 
 def _worst_rows(
-    index: pd.Index, ref: np.ndarray, got: np.ndarray, labels: tuple[np.ndarray, np.ndarray] | None,
+    index: pd.Index,
+    ref: np.ndarray,
+    got: np.ndarray,
+    labels: tuple[np.ndarray, np.ndarray] | None,
     limit: int,
 ) -> str:
     diff = np.abs(got - ref).max(axis=1)
@@ -120,10 +128,9 @@ def _worst_rows(
     lines = [f"  {'row':>8}  {'|diff|':>10}  scikit-learn -> onnx"]
     for i in order:
         label = f"   label {labels[0][i]!r} -> {labels[1][i]!r}" if labels is not None else ""
-        lines.append(
-            f"  {index[i]!s:>8}  {diff[i]:10.3g}  "
-            f"{np.array2string(ref[i], precision=6)} -> {np.array2string(got[i], precision=6)}{label}"
-        )
+        ref_text = np.array2string(ref[i], precision=6)
+        got_text = np.array2string(got[i], precision=6)
+        lines.append(f"  {index[i]!s:>8}  {diff[i]:10.3g}  {ref_text} -> {got_text}{label}")
     return "\n".join(lines)
 
 

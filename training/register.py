@@ -36,7 +36,14 @@ from kiln.store import StoredModel, get_model, new_model
 __all__ = ["LIBRARIES", "git_state", "library_versions", "register"]
 
 LIBRARIES = (
-    "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "bentoml", "kiln",
+    "scikit-learn",
+    "skl2onnx",
+    "onnx",
+    "onnxruntime",
+    "numpy",
+    "pandas",
+    "bentoml",
+    "kiln",
 )
 
 
@@ -44,12 +51,20 @@ def git_state(directory: Path) -> tuple[str | None, bool | None]:
     """The commit checked out in ``directory`` and whether the tree has changes; None if no git."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
-            check=True, timeout=10,
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory,
-            capture_output=True, text=True, check=True, timeout=10,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None, None

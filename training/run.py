@@ -53,7 +53,12 @@ def load_checked(spec: Spec, spec_dir: Path, data: list[str] | None = None) -> D
         classes = set(dataset.y.unique().tolist())
         if positive not in classes:
             raise SpecError(
-                [("evaluation.positive_class", f"{positive!r} is not a class; classes: {sorted(map(str, classes))}")]
+                [
+                    (
+                        "evaluation.positive_class",
+                        f"{positive!r} is not a class; classes: {sorted(map(str, classes))}",
+                    )
+                ]
             )
         if len(classes) != 2:
             raise SpecError([("evaluation.positive_class", "only for binary classification")])
@@ -102,8 +107,14 @@ def train(
 
     on_step(f"Evaluating on {len(parts.X_test):,} holdout rows")
     evaluation = evaluate(
-        pipeline, spec.task, parts.X_train, parts.y_train, parts.X_test, parts.y_test,
-        holdout=spec.evaluation.holdout, seed=spec.evaluation.seed,
+        pipeline,
+        spec.task,
+        parts.X_train,
+        parts.y_train,
+        parts.X_test,
+        parts.y_test,
+        holdout=spec.evaluation.holdout,
+        seed=spec.evaluation.seed,
         positive_class=spec.evaluation.positive_class,
     )
     gate = check_gate(spec.gate, evaluation.metrics)
@@ -114,15 +125,24 @@ def train(
 
     on_step("Verifying ONNX Runtime against scikit-learn")
     verification = verify(
-        spec.name, pipeline, exported, parts.X_test, dataset.features, spec.task,
-        atol=spec.tolerance.atol, rtol=spec.tolerance.rtol, reason=spec.tolerance.reason,
+        spec.name,
+        pipeline,
+        exported,
+        parts.X_test,
+        dataset.features,
+        spec.task,
+        atol=spec.tolerance.atol,
+        rtol=spec.tolerance.rtol,
+        reason=spec.tolerance.reason,
         worst=settings.worst_rows,
     )
 
     on_step("Registering in the model store")
     categories = categories_seen(pipeline)
     features = [
-        Feature(name=n, kind=k, dtype=k.dtype, input=exported.inputs[n], categories=categories.get(n))
+        Feature(
+            name=n, kind=k, dtype=k.dtype, input=exported.inputs[n], categories=categories.get(n)
+        )
         for n, k in dataset.features
     ]
     classes = (

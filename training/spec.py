@@ -19,9 +19,9 @@ from kiln.errors import SpecError
 from training.estimators import ESTIMATORS
 
 __all__ = [
+    "BUNDLED_DATASETS",
     "CLASSIFICATION_METRICS",
     "REGRESSION_METRICS",
-    "BUNDLED_DATASETS",
     "DataSpec",
     "EstimatorSpec",
     "EvaluationSpec",
@@ -34,7 +34,13 @@ __all__ = [
 ]
 
 CLASSIFICATION_METRICS = (
-    "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss",
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "log_loss",
 )
 REGRESSION_METRICS = ("mae", "rmse", "r2")
 BUNDLED_DATASETS = ("breast_cancer", "diabetes", "iris", "wine")
@@ -221,9 +227,7 @@ class Spec(_Spec):
     @classmethod
     def _parse_gate(cls, value: Any) -> Any:
         if isinstance(value, dict):  # {metric: ">= 0.9"} or {metric: 0.9} (a minimum)
-            value = [
-                f"{k} {v}" if isinstance(v, str) else f"{k} >= {v}" for k, v in value.items()
-            ]
+            value = [f"{k} {v}" if isinstance(v, str) else f"{k} >= {v}" for k, v in value.items()]
         if isinstance(value, list):
             return [GateRule.parse(v) if isinstance(v, str) else v for v in value]
         return value
@@ -235,48 +239,48 @@ class Spec(_Spec):
             raise ValueError("name at least one feature")
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Spec:
-        problems: list[str] = []
-        info = ESTIMATORS[self.estimator.type]
-        if info.task is not self.task:
-            problems.append(
-                f"estimator.type: {info.name} is a {info.task.value} estimator but task is "
-                f"{self.task.value}"
-            )
-        if self.target in self.features:
-            problems.append(f"features.{self.target}: the target cannot also be a feature")
-        for column in set(self.drop) & set(self.features):
-            problems.append(f"drop: {column!r} is both dropped and a feature")
-        known = CLASSIFICATION_METRICS if self.task is Task.classification else REGRESSION_METRICS
-        for i, rule in enumerate(self.gate):
-            if rule.metric not in known:
-                problems.append(
-                    f"gate.{i}: {rule.metric!r} is not a {self.task.value} metric; "
-                    f"known: {', '.join(known)}"
-                )
-        if self.task is Task.regression and self.evaluation.positive_class is not None:
-            problems.append("evaluation.positive_class: only for classification")
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
-
     @property
     def has_text(self) -> bool:
         return FeatureKind.text in self.features.values()
 
 
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(spec)"
-        message = str(err["msg"]).removeprefix("Value error, ")
-        for line in message.splitlines():  # model-level checks name their own fields
-            if ": " in line and not err["loc"] and line.split(": ", 1)[0].replace(".", "").isidentifier():
-                out.append(tuple(line.split(": ", 1)))  # type: ignore[arg-type]
-            else:
-                out.append((field, line))
-    return out
+    return [
+        (
+            ".".join(str(p) for p in err["loc"]) or "(spec)",
+            str(err["msg"]).removeprefix("Value error, "),
+        )
+        for err in exc.errors()
+    ]
+
+
+def _cross_field_problems(spec: Spec) -> list[tuple[str, str]]:
+    """Checks between fields that are each valid on their own."""
+    problems: list[tuple[str, str]] = []
+    info = ESTIMATORS[spec.estimator.type]
+    if info.task is not spec.task:
+        problems.append(
+            (
+                "estimator.type",
+                f"{info.name} is a {info.task.value} estimator but task is {spec.task.value}",
+            )
+        )
+    if spec.target in spec.features:
+        problems.append((f"features.{spec.target}", "the target cannot also be a feature"))
+    for column in sorted(set(spec.drop) & set(spec.features)):
+        problems.append(("drop", f"{column!r} is both dropped and a feature"))
+    known = CLASSIFICATION_METRICS if spec.task is Task.classification else REGRESSION_METRICS
+    for i, rule in enumerate(spec.gate):
+        if rule.metric not in known:
+            problems.append(
+                (
+                    f"gate.{i}",
+                    f"{rule.metric!r} is not a {spec.task.value} metric; known: {', '.join(known)}",
+                )
+            )
+    if spec.task is Task.regression and spec.evaluation.positive_class is not None:
+        problems.append(("evaluation.positive_class", "only for classification"))
+    return problems
 
 
 def parse_spec(raw: Any, source: str = "spec") -> Spec:
@@ -284,9 +288,13 @@ def parse_spec(raw: Any, source: str = "spec") -> Spec:
     if not isinstance(raw, dict):
         raise SpecError([("(spec)", "must be a YAML mapping of fields")], source)
     try:
-        return Spec.model_validate(raw)
+        spec = Spec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_problems(exc), source) from None
+    problems = _cross_field_problems(spec)
+    if problems:
+        raise SpecError(problems, source)
+    return spec
 
 
 def load_spec(path: Path) -> Spec:
@@ -294,7 +302,8 @@ def load_spec(path: Path) -> Spec:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError([("(file)", f"cannot read {path}: {exc.strerror or exc}")], str(path))
+        problem = f"cannot read {path}: {exc.strerror or exc}"
+        raise SpecError([("(file)", problem)], str(path)) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -38,7 +40,12 @@ def _strings(values: pd.Series, kind: FeatureKind) -> FeatureStats:
     missing_mask = values == MISSING_STRING
     present = values[~missing_mask]
     counts = present.value_counts()
-    common = dict(kind=kind, count=len(values), missing=int(missing_mask.sum()), unique=len(counts))
+    common: dict[str, Any] = {
+        "kind": kind,
+        "count": len(values),
+        "missing": int(missing_mask.sum()),
+        "unique": len(counts),
+    }
     if kind is FeatureKind.text:
         lengths = present.str.len()
         return FeatureStats(

@@ -72,8 +72,10 @@ def _assert_agree(spec: Any, dataset: Any, parts: Any, pipeline: Any, exported: 
     session = ort.InferenceSession(exported.onnx, providers=["CPUExecutionProvider"])
     got = session.run(None, onnx_feeds(parts.X_test, dataset.features, exported.inputs))
     if spec.task is Task.classification:
-        assert [o.name for o in session.get_outputs()] == ["label", score_kind(
-            ESTIMATORS[spec.estimator.type], spec.estimator.probabilities)]
+        assert [o.name for o in session.get_outputs()] == [
+            "label",
+            score_kind(ESTIMATORS[spec.estimator.type], spec.estimator.probabilities),
+        ]
         expected_labels = pipeline.predict(parts.X_test)
         assert got[0].tolist() == expected_labels.tolist()
         np.testing.assert_allclose(
@@ -86,8 +88,14 @@ def _assert_agree(spec: Any, dataset: Any, parts: Any, pipeline: Any, exported: 
         )
     # Kiln's own verifier reaches the same verdict
     result = verify(
-        spec.name, pipeline, exported, parts.X_test, dataset.features, spec.task,
-        atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL,
+        spec.name,
+        pipeline,
+        exported,
+        parts.X_test,
+        dataset.features,
+        spec.task,
+        atol=DEFAULT_ATOL,
+        rtol=DEFAULT_RTOL,
     )
     assert result.passed and result.rows == len(parts.X_test)
 

@@ -1,0 +1,64 @@
+# Kiln: `make` lists the targets. Two commands set up a fresh machine: `make serve`
+# (arrives with the serving issue; until then `make train`) and `make test`.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SMS_DATA ?= ../shared/data/sms
+DEMO_SPECS := training/specs/breast-cancer.yaml training/specs/wine.yaml \
+              training/specs/diabetes.yaml training/specs/churn.yaml
+PYTEST_ARGS ?=
+
+.PHONY: help install lock train demo-data test test-fast lint format typecheck check clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Kiln needs Python 3.11 or newer: set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+install: $(STAMP) ## Create .venv with the pinned dependencies (requirements.lock)
+
+lock: $(STAMP) ## Re-pin requirements.lock from pyproject.toml (uv pip compile)
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra train --extra dev --python-version 3.11 \
+	  --python-platform x86_64-unknown-linux-gnu -o requirements.lock
+
+train: $(STAMP) ## Train, verify and register the demo models (and sms-spam when SMS_DATA exists)
+	$(BIN)/kiln train $(DEMO_SPECS)
+	@if [ -d "$(SMS_DATA)" ]; then \
+	  $(BIN)/kiln train training/specs/sms-spam.yaml --data "$(SMS_DATA)/train-data.tsv" --data "$(SMS_DATA)/valid-data.tsv"; \
+	else echo "sms-spam skipped: no $(SMS_DATA) (set SMS_DATA=dir with train-data.tsv)"; fi
+
+demo-data: $(STAMP) ## Regenerate training/data/churn.csv (deterministic)
+	$(BIN)/python -m training.demo_data
+
+test: $(STAMP) ## Run every test (slow ones included), as CI does
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## Check style and formatting (ruff)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Reformat the code (ruff)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP) ## Type-check the packages (mypy)
+	$(BIN)/mypy
+
+check: lint typecheck test ## Lint, type-check and test
+
+clean: ## Remove the virtual environment and caches (not the model store)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,105 @@
+"""The metadata document: round trip, and schema versions checked on load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kiln.artifact import (
+    METADATA_FILE,
+    READABLE_VERSIONS,
+    SCHEMA_VERSION,
+    FeatureKind,
+    ModelMetadata,
+    Stage,
+    read_metadata,
+    write_metadata,
+)
+from kiln.errors import ArtifactError
+
+TESTDATA = Path(__file__).resolve().parents[1] / "testdata"
+
+
+def _copy(version: int, tmp_path: Path) -> Path:
+    shutil.copy(TESTDATA / f"metadata-v{version}.json", tmp_path / METADATA_FILE)
+    return tmp_path
+
+
+@pytest.mark.parametrize("version", READABLE_VERSIONS)
+def test_every_readable_version_loads(version: int, tmp_path: Path) -> None:
+    """A document written by each schema version this code claims to read still loads."""
+    meta = read_metadata(_copy(version, tmp_path))
+    assert meta.schema_version == version
+    assert meta.tag.startswith(f"{meta.name}:")
+    assert meta.stage in Stage
+
+
+def test_current_version_is_readable() -> None:
+    assert SCHEMA_VERSION in READABLE_VERSIONS
+
+
+def test_round_trip_is_lossless(tmp_path: Path) -> None:
+    original = read_metadata(_copy(SCHEMA_VERSION, tmp_path))
+    out = tmp_path / "again"
+    out.mkdir()
+    write_metadata(original, out)
+    again = read_metadata(out)
+    assert again == original
+    assert json.loads((out / METADATA_FILE).read_text()) == json.loads(original.model_dump_json())
+
+
+def test_fixture_describes_a_mixed_model(tmp_path: Path) -> None:
+    meta = read_metadata(_copy(1, tmp_path))
+    kinds = {f.kind for f in meta.features}
+    assert kinds == {FeatureKind.numeric, FeatureKind.categorical}
+    plan = next(f for f in meta.features if f.name == "plan")
+    assert plan.dtype == "string" and plan.categories and "" in plan.categories
+    assert meta.feature_stats["age"].missing > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"schema_version": SCHEMA_VERSION + 1}, "newer Kiln"),
+        ({"schema_version": 0}, "no longer read"),
+        ({"schema_version": "1"}, "no integer schema_version"),
+        ({"schema_version": True}, "no integer schema_version"),
+        ({"task": "clustering"}, "does not match schema"),
+        ({"unexpected": 1}, "does not match schema"),
+    ],
+)
+def test_wrong_documents_are_refused(change: dict, message: str, tmp_path: Path) -> None:
+    raw = json.loads((TESTDATA / "metadata-v1.json").read_text())
+    raw.update(change)
+    (tmp_path / METADATA_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match=message) as caught:
+        read_metadata(tmp_path, "churn:abc")
+    assert "churn:abc" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "missing"),
+        (b"{not json", "unreadable"),
+        (b"\xff\xfe\x00", "unreadable"),
+        (b"[1, 2]", "not a JSON object"),
+    ],
+)
+def test_unreadable_documents_are_refused(
+    content: bytes | None, message: str, tmp_path: Path
+) -> None:
+    if content is not None:
+        (tmp_path / METADATA_FILE).write_bytes(content)
+    with pytest.raises(ArtifactError, match=message):
+        read_metadata(tmp_path)
+
+
+def test_metadata_is_immutable(tmp_path: Path) -> None:
+    meta = read_metadata(_copy(1, tmp_path))
+    with pytest.raises(ValueError, match="frozen"):
+        meta.name = "other"  # type: ignore[misc]
+    assert isinstance(meta, ModelMetadata)
