@@ -54,10 +54,12 @@ class SpecError(KilnError):
     status_code = 400
     exit_code = 2
 
-    def __init__(self, problems: Iterable[tuple[str, str]], source: str = "spec") -> None:
+    def __init__(
+        self, problems: Iterable[tuple[str, str]], source: str = "spec", verdict: str = "is invalid"
+    ) -> None:
         self.problems = list(problems)
         lines = [f"  {field}: {problem}" for field, problem in self.problems]
-        super().__init__(f"{source} is invalid:\n" + "\n".join(lines))
+        super().__init__(f"{source} {verdict}:\n" + "\n".join(lines))
 
 
 class DataError(KilnError):

@@ -24,6 +24,7 @@ from training.spec import Spec
 __all__ = ["MISSING_STRING", "Dataset", "load_dataset", "resolve_paths"]
 
 MISSING_STRING = ""  # how a missing categorical or text value travels in a string tensor
+_MISMATCH = "does not match the data"  # SpecError verdict for data-dependent checks
 _BUNDLED_TARGETS = {
     "breast_cancer": "diagnosis",
     "diabetes": "progression",
@@ -131,7 +132,7 @@ def _resolve_features(spec: Spec, columns: list[str]) -> list[tuple[str, Feature
     if problems:
         shown = ", ".join(columns[:40]) + (" ..." if len(columns) > 40 else "")
         problems.append(("(data)", f"columns are: {shown}"))
-        raise SpecError(problems, "spec does not match the data")
+        raise SpecError(problems, verdict=_MISMATCH)
     resolved = [(n, named[n]) for n in columns if n in named]
     if "*" in spec.features:
         skip = {spec.target, *spec.drop, *named}
@@ -172,7 +173,7 @@ def _typed_features(frame: pd.DataFrame, features: list[tuple[str, FeatureKind]]
             strings = column.astype("string").fillna(MISSING_STRING)
             out[name] = strings.astype(object)
     if problems:
-        raise SpecError(problems, "spec does not match the data")
+        raise SpecError(problems, verdict=_MISMATCH)
     return pd.DataFrame(out, index=frame.index)
 
 
@@ -190,7 +191,7 @@ def _typed_target(frame: pd.DataFrame, spec: Spec, sources: str) -> pd.Series:
             example = y[numbers.isna()].iloc[0]
             raise SpecError(
                 [("target", f"task is regression but {spec.target!r} holds {example!r}")],
-                "spec does not match the data",
+                verdict=_MISMATCH,
             )
         return numbers.astype("float64")
     if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
@@ -207,7 +208,7 @@ def _typed_target(frame: pd.DataFrame, spec: Spec, sources: str) -> pd.Series:
                     "a classifier needs at least two",
                 )
             ],
-            "spec does not match the data",
+            verdict=_MISMATCH,
         )
     rare = counts[counts < 2]
     if len(rare):
@@ -219,7 +220,7 @@ def _typed_target(frame: pd.DataFrame, spec: Spec, sources: str) -> pd.Series:
                     "least two for a stratified holdout",
                 )
             ],
-            "spec does not match the data",
+            verdict=_MISMATCH,
         )
     return y
 
