@@ -77,6 +77,9 @@ def _bundled(name: str) -> tuple[pd.DataFrame, list[DataFile]]:
 
 
 def _read_file(path: Path, spec: Spec, text_columns: set[str]) -> pd.DataFrame:
+    # `"*": categorical` (or text) takes columns not named: read them all as written; numeric
+    # features are converted below either way
+    all_strings = spec.features.get("*") not in (None, FeatureKind.numeric)
     fmt = spec.data.format or {
         ".tsv": "tsv",
         ".tab": "tsv",
@@ -95,7 +98,8 @@ def _read_file(path: Path, spec: Spec, text_columns: set[str]) -> pd.DataFrame:
                 sep="\t" if fmt == "tsv" else ",",
                 header=0 if spec.data.header else None,
                 names=None if spec.data.header else spec.data.columns,
-                dtype={c: str for c in text_columns},  # keep strings exactly as written
+                dtype=str if all_strings else {c: str for c in text_columns},  # as written
+                index_col=False,  # an extra field is an error, never a silent index
                 keep_default_na=True,
                 quoting=3 if fmt == "tsv" else 0,  # TSV: quotes are text, not delimiters
                 on_bad_lines="error",
@@ -161,7 +165,8 @@ def _typed_features(frame: pd.DataFrame, features: list[tuple[str, FeatureKind]]
                     )
                 )
                 continue
-            values = numbers.astype("float64").astype("float32")
+            with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
+                values = numbers.astype("float64").astype("float32")
             infinite = int(np.isinf(values).sum())
             if infinite:
                 problems.append(
@@ -191,6 +196,12 @@ def _typed_target(frame: pd.DataFrame, spec: Spec, sources: str) -> pd.Series:
             example = y[numbers.isna()].iloc[0]
             raise SpecError(
                 [("target", f"task is regression but {spec.target!r} holds {example!r}")],
+                verdict=_MISMATCH,
+            )
+        infinite = int(np.isinf(numbers.astype("float64")).sum())
+        if infinite:
+            raise SpecError(
+                [("target", f"{spec.target!r} holds {infinite} infinite values")],
                 verdict=_MISMATCH,
             )
         return numbers.astype("float64")
@@ -250,9 +261,15 @@ def load_dataset(spec: Spec, paths: list[Path]) -> Dataset:
         first = list(frames[0].columns)
         for path, part in zip(paths[1:], frames[1:], strict=True):
             missing = [c for c in first if c not in part.columns]
-            if missing:
+            extra = [c for c in part.columns if c not in first]
+            if missing or extra:
+                differences = [
+                    f"{label} {', '.join(map(repr, cols))}"
+                    for label, cols in (("missing", missing), ("extra", extra))
+                    if cols
+                ]
                 raise DataError(
-                    f"columns differ from {paths[0].name}: missing {', '.join(map(repr, missing))}",
+                    f"columns differ from {paths[0].name}: {'; '.join(differences)}",
                     source=str(path),
                 )
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -130,13 +130,14 @@ class TextSpec(_Spec):
             "token_pattern": "custom token patterns",
             "analyzer": "character analyzers",
         }
+        harmless = ([1, 1], (1, 1), False, None, "word")  # scikit-learn's defaults
         for key, what in refused.items():
-            if key in value and value[key] not in ([1, 1], (1, 1), False, None):
+            if key in value and value[key] not in harmless:
                 raise ValueError(
                     f"{key}: {what} are not converted faithfully by skl2onnx (ONNX Runtime "
                     "would answer differently from scikit-learn); remove it"
                 )
-        return {k: v for k, v in value.items() if k != "ngram_range"}
+        return {k: v for k, v in value.items() if k not in refused}
 
 
 class EvaluationSpec(_Spec):
@@ -301,6 +302,9 @@ def load_spec(path: Path) -> Spec:
     """Read and validate a spec file. Relative data paths stay relative to the file."""
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        problem = f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}"
+        raise SpecError([("(file)", problem)], str(path)) from None
     except OSError as exc:
         problem = f"cannot read {path}: {exc.strerror or exc}"
         raise SpecError([("(file)", problem)], str(path)) from None
