@@ -190,6 +190,11 @@ class ModelMetadata(_Doc):
     feature_stats: dict[str, FeatureStats]
     provenance: Provenance
     onnx_sha256: str
+    onnx_nodes: dict[str, int] | None = Field(
+        default=None,
+        description="Graph nodes per operator domain (`ai.onnx`, `ai.onnx.ml`); ai.onnx.ml "
+        "operators have no CUDA kernels and run on the CPU under any provider.",
+    )
     stage: Stage
 
     @property

@@ -13,7 +13,9 @@ exits with ``exit_code``; the service turns it into ``{"error": message}`` with 
     ├── ArtifactError            500  a stored model is unreadable or of an unknown schema
     ├── ModelNotFound            404  no such model or version in the store
     ├── InvalidInput             400  a request or record is malformed
-    └── ModelNotReady            503  the model is known but not loaded yet
+    │   └── PayloadTooLarge      413  a body or a request over its size limit
+    ├── ModelNotReady            503  the model is known but not loaded yet
+    └── Overloaded               503  the queue is full; retry later
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ __all__ = [
     "KilnError",
     "ModelNotFound",
     "ModelNotReady",
+    "Overloaded",
+    "PayloadTooLarge",
     "RegistrationError",
     "SpecError",
     "TrainingError",
@@ -129,3 +133,18 @@ class ModelNotReady(KilnError):
 
     def __init__(self, name: str, reason: str = "not loaded yet") -> None:
         super().__init__(f"model {name!r} is not ready: {reason}")
+
+
+class PayloadTooLarge(InvalidInput):
+    """A body, or a request's rows, over the configured limit."""
+
+    status_code = 413
+
+
+class Overloaded(KilnError):
+    """Too much queued work: the request was not accepted; retrying later may succeed."""
+
+    status_code = 503
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"model {name!r} is overloaded: {reason}; retry later")

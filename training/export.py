@@ -37,7 +37,7 @@ class Exported:
     onnx: bytes
     inputs: dict[str, str]  # feature name -> ONNX input name
     outputs: list[Output]
-
+    nodes: dict[str, int]  # operator domain -> node count
 
 def onnx_feeds(
     X: pd.DataFrame, features: list[tuple[str, FeatureKind]], inputs: dict[str, str]
@@ -112,7 +112,11 @@ def export_onnx(
             )
         )
     inputs = {name: graph for (name, _), graph in zip(features, graph_inputs, strict=True)}
-    return Exported(onnx=model.SerializeToString(), inputs=inputs, outputs=outputs)
+    nodes: dict[str, int] = {}
+    for node in model.graph.node:
+        domain = node.domain or "ai.onnx"
+        nodes[domain] = nodes.get(domain, 0) + 1
+    return Exported(model.SerializeToString(), inputs, outputs, dict(sorted(nodes.items())))
 
 
 def _worst_rows(

@@ -91,6 +91,7 @@ def register(
     classes: list[Any] | None,
     features: list[Feature],
     onnx: bytes,
+    onnx_nodes: dict[str, int],
     outputs: list[Output],
     evaluation: Evaluation,
     gate: Gate,
@@ -132,6 +133,7 @@ def register(
                 spec_path=spec_path,
             ),
             onnx_sha256=hashlib.sha256(onnx).hexdigest(),
+            onnx_nodes=onnx_nodes,
             stage=stage,
         )
         write_metadata(meta, directory)

@@ -161,6 +161,7 @@ def train(
         classes=classes,
         features=features,
         onnx=exported.onnx,
+        onnx_nodes=exported.nodes,
         outputs=exported.outputs,
         evaluation=evaluation,
         gate=gate,

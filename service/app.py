@@ -1,0 +1,239 @@
+"""HTTP routes of both protocols, as one FastAPI app that BentoML mounts.
+
+Routes only translate: read the body, decode it with the protocol's codec, call the data
+plane, encode the answer. Every Kiln error becomes ``{"error": message}`` with its status.
+
+- JSON records: ``GET /v1/models``, ``GET /v1/models/{name}``,
+  ``POST /v1/models/{name}/predict``.
+- Open Inference Protocol (KServe V2) REST with the binary tensor extension: ``GET /v2``,
+  ``/v2/health/live``, ``/v2/health/ready``, ``GET /v2/models/{name}[/versions/{v}]``,
+  ``.../ready``, ``POST .../infer``.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from kiln.errors import InvalidInput, KilnError, Overloaded, PayloadTooLarge
+from service.codecs import v2
+from service.codecs.records import decode_instances, encode_predictions
+from service.dataplane import DataPlane, ServedModel
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("kiln.service")
+JSON = "application/json"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+_V2_DTYPE = {"float32": "FP32", "string": "BYTES", "int64": "INT64"}
+
+
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type=JSON,
+        headers=headers,
+    )
+
+
+def _error(exc: KilnError) -> Response:
+    headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
+    return _json({"error": exc.message}, exc.status_code, headers)
+
+
+def _plane(request: Request) -> DataPlane:
+    plane: DataPlane | None = getattr(request.app.state, "dataplane", None)
+    if plane is None:
+        raise KilnError("the service has not finished starting")
+    return plane
+
+
+async def _body(request: Request) -> bytes:
+    limit = _plane(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body:
+        raise InvalidInput("the body is empty; send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+
+
+def _v2_metadata(served: ServedModel) -> dict[str, Any]:
+    meta = served.metadata
+    return {
+        "name": meta.name,
+        "versions": [meta.version],
+        "platform": "onnxruntime_onnx",
+        "inputs": [
+            {"name": f.name, "datatype": _V2_DTYPE[f.dtype], "shape": [-1, 1]}
+            for f in meta.features
+        ],
+        "outputs": [
+            {"name": o.name, "datatype": _V2_DTYPE[o.dtype], "shape": o.shape}
+            for o in meta.outputs
+        ],
+    }
+
+
+def create_app() -> FastAPI:
+    """The routes; the data plane is attached later as ``app.state.dataplane``."""
+    app = FastAPI(title="Kiln", summary="scikit-learn models served with ONNX Runtime")
+
+    @app.exception_handler(KilnError)
+    async def kiln_error(_: Request, exc: KilnError) -> Response:
+        return _error(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        return _json({"error": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return _json({"error": f"invalid request: {exc.errors()}"}, 422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return _json({"error": "internal error"}, 500)
+
+    # -- JSON records ---------------------------------------------------------------------
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> Response:
+        plane = _plane(request)
+        return _json(
+            {
+                "models": [
+                    {"name": m.name, "version": m.version, "task": m.metadata.task.value}
+                    for m in plane.models.values()
+                ]
+            }
+        )
+
+    @app.get("/v1/models/{name}")
+    async def model_metadata(name: str, request: Request) -> Response:
+        return _json(_plane(request).get(name).describe())
+
+    @app.post("/v1/models/{name}/predict")
+    async def predict(name: str, request: Request) -> Response:
+        plane = _plane(request)
+        try:
+            served = plane.get(name)
+            payload = _parse_json(await _body(request))
+            features = [(f.name, f.kind) for f in served.metadata.features]
+            columns, rows = decode_instances(
+                payload,
+                features,
+                max_rows=plane.settings.max_rows_per_request,
+                unknown=plane.settings.unknown_features,
+            )
+        except KilnError as exc:
+            plane.record_error(name, exc)
+            raise
+        served, outputs = await plane.infer(name, columns, rows)
+        return _json(
+            encode_predictions(
+                model=served.name,
+                version=served.version,
+                outputs=outputs,
+                classes=served.metadata.classes,
+            )
+        )
+
+    # -- Open Inference Protocol (V2) ----------------------------------------------------
+
+    @app.get("/v2")
+    async def server_metadata() -> Response:
+        try:
+            version = importlib_metadata.version("kiln")
+        except importlib_metadata.PackageNotFoundError:
+            version = "unknown"
+        return _json({"name": "kiln", "version": version, "extensions": ["binary_tensor_data"]})
+
+    @app.get("/v2/health/live")
+    async def server_live() -> Response:
+        return _json({"live": True})
+
+    @app.get("/v2/health/ready")
+    async def server_ready(request: Request) -> Response:
+        ready = _plane(request).ready
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def v2_model_metadata(name: str, request: Request, version: str | None = None) -> Response:
+        return _json(_v2_metadata(_plane(request).get(name, version)))
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def v2_model_ready(name: str, request: Request, version: str | None = None) -> Response:
+        served = _plane(request).get(name, version)
+        return _json({"name": served.name, "ready": True})
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def v2_infer(name: str, request: Request, version: str | None = None) -> Response:
+        plane = _plane(request)
+        try:
+            served = plane.get(name, version)
+            header = request.headers.get(HEADER_LENGTH)
+            if header is not None and not header.isdigit():
+                raise InvalidInput(f"{HEADER_LENGTH} must be a whole number, got {header[:20]!r}")
+            inputs = [
+                v2.InputSpec(f.name, "FP32" if f.dtype == "float32" else "BYTES")
+                for f in served.metadata.features
+            ]
+            decoded = v2.decode_request(
+                await _body(request),
+                inputs,
+                header_length=int(header) if header is not None else None,
+                max_rows=plane.settings.max_rows_per_request,
+                unknown_inputs=plane.settings.unknown_features,
+            )
+            known = [o.name for o in served.metadata.outputs]
+            for wanted in decoded.outputs or []:
+                if wanted.name not in known:
+                    raise InvalidInput(
+                        f"unknown output {wanted.name!r}; the model has {', '.join(known)}"
+                    )
+        except KilnError as exc:
+            plane.record_error(name, exc)
+            raise
+        served, outputs = await plane.infer(name, decoded.columns, decoded.rows, version)
+        body, header_length = v2.encode_response(
+            model_name=served.name,
+            model_version=served.version,
+            request_id=decoded.id,
+            outputs=[(n, outputs[n]) for n in known],
+            requested=decoded.outputs,
+            binary_default=bool(decoded.parameters.get("binary_data_output", False)),
+        )
+        if header_length is None:
+            return Response(body, media_type=JSON)
+        return Response(
+            body,
+            media_type="application/octet-stream",
+            headers={HEADER_LENGTH: str(header_length)},
+        )
+
+    return app

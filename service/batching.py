@@ -1,0 +1,186 @@
+"""Adaptive batching that counts rows: concurrent requests for one model share one call.
+
+Why not BentoML's batching: its ``max_batch_size`` counts requests, not rows, so a few
+large requests overrun a model's row limit; its ``max_latency_ms`` answers 503 to anything
+queued past it; and it batches per API method, while Kiln serves many models through one
+route. This batcher is the small piece that keeps the rules:
+
+- a request is never merged into a batch past ``max_batch_rows``; a larger request is split
+  into chunks that each run alone, and its answer is put back together in order;
+- the first request of a batch waits at most ``max_wait_ms`` for others (requests that queue
+  while a call is running join the next call without waiting at all);
+- at most ``max_queue_rows`` rows wait; past that a request is refused with ``Overloaded``;
+- if a merged call fails, each request in it is retried alone, so one request's failure is
+  never another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kiln.errors import Overloaded
+
+__all__ = ["BatchStats", "Batcher", "Columns", "Outputs"]
+
+Columns = dict[str, np.ndarray]
+Outputs = dict[str, np.ndarray]
+
+
+@dataclass
+class _Pending:
+    columns: Columns
+    rows: int
+    future: asyncio.Future[Outputs]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """Reported after each model call: for metrics."""
+
+    rows: int
+    requests: int
+    waits: list[float]  # seconds each request waited before its call started
+    seconds: float  # duration of the model call
+
+
+def _concat(parts: list[Columns]) -> Columns:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _slice(outputs: Outputs, start: int, stop: int) -> Outputs:
+    return {name: array[start:stop] for name, array in outputs.items()}
+
+
+class Batcher:
+    """Queue and merge requests for one model; run merged calls on a worker thread."""
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[Columns], Outputs],
+        *,
+        max_batch_rows: int,
+        max_wait_ms: float,
+        max_queue_rows: int,
+        on_batch: Callable[[BatchStats], None] = lambda _: None,
+    ) -> None:
+        self.name = name
+        self._run = run
+        self.max_batch_rows = max_batch_rows
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue_rows = max_queue_rows
+        self._on_batch = on_batch
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kiln-{name}")
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    async def predict(self, columns: Columns, rows: int) -> Outputs:
+        """Run ``rows`` rows through the model, batched with whatever else is waiting."""
+        if rows > self.max_batch_rows:  # split; each chunk runs alone, answers re-joined
+            chunks = [
+                {n: a[start : start + self.max_batch_rows] for n, a in columns.items()}
+                for start in range(0, rows, self.max_batch_rows)
+            ]
+            parts = await asyncio.gather(
+                *(self._enqueue(c, len(next(iter(c.values())))) for c in chunks)
+            )
+            return {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+        return await self._enqueue(columns, rows)
+
+    async def _enqueue(self, columns: Columns, rows: int) -> Outputs:
+        if self._queued_rows + rows > self.max_queue_rows:
+            raise Overloaded(self.name, f"{self._queued_rows} rows already queued")
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._wakeup = asyncio.Event()
+            self._task = loop.create_task(self._serve(), name=f"kiln-batcher-{self.name}")
+        pending = _Pending(columns, rows, loop.create_future())
+        self._queue.append(pending)
+        self._queued_rows += rows
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await pending.future
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        rows = 0
+        while self._queue and rows + self._queue[0].rows <= self.max_batch_rows:
+            item = self._queue.popleft()
+            if item.future.cancelled():  # the client went away
+                self._queued_rows -= item.rows
+                continue
+            batch.append(item)
+            rows += item.rows
+        self._queued_rows -= rows
+        return batch
+
+    async def _serve(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            first = self._queue[0]
+            deadline = first.queued_at + self.max_wait
+            while (
+                sum(p.rows for p in self._queue) < self.max_batch_rows
+                and (remaining := deadline - time.perf_counter()) > 0
+            ):
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch = self._take()
+            if batch:
+                await self._call(loop, batch)
+
+    async def _call(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        merged = _concat([p.columns for p in batch])
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run, merged)
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            for pending in batch:  # isolate the failure: each request alone
+                await self._call(loop, [pending])
+            return
+        seconds = time.perf_counter() - started
+        start = 0
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_result(_slice(outputs, start, start + pending.rows))
+            start += pending.rows
+        rows = start
+        self._on_batch(
+            BatchStats(rows, len(batch), [started - p.queued_at for p in batch], seconds)
+        )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=False)

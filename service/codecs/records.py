@@ -1,0 +1,124 @@
+"""JSON records: ``{"instances": [{"feature": value, ...}, ...]}`` in, predictions out.
+
+Values are raw feature values as in the data file: numbers for numeric features (null where
+missing), strings for categorical and text features (null where missing; integers are
+accepted for categoricals and read as their decimal string).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from kiln.artifact import FeatureKind
+from kiln.errors import InvalidInput, PayloadTooLarge
+
+__all__ = ["MISSING_STRING", "decode_instances", "encode_predictions"]
+
+MISSING_STRING = ""  # how a missing categorical or text value reaches the model
+_SHOWN = 40
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _kind_name(value: Any) -> str:
+    return {bool: "boolean", str: "string", list: "array", dict: "object", type(None): "null"}.get(
+        type(value), "number" if isinstance(value, int | float) else type(value).__name__
+    )
+
+
+def decode_instances(
+    payload: Any,
+    features: Sequence[tuple[str, FeatureKind]],
+    *,
+    max_rows: int,
+    unknown: Literal["reject", "ignore"] = "reject",
+) -> tuple[dict[str, np.ndarray], int]:
+    """Check and type a records payload: (columns by feature name, row count)."""
+    if not isinstance(payload, dict):
+        raise InvalidInput(
+            f"body must be a JSON object with 'instances', got {_kind_name(payload)}"
+        )
+    extra = set(payload) - {"instances", "parameters"}
+    if extra:
+        raise InvalidInput(f"unknown top-level field {sorted(extra)[0]!r}; expected 'instances'")
+    instances = payload.get("instances")
+    if not isinstance(instances, list):
+        raise InvalidInput("'instances' must be a list of objects, one per row")
+    if not instances:
+        raise InvalidInput("'instances' is empty: send at least one row")
+    if len(instances) > max_rows:
+        raise PayloadTooLarge(f"'instances' has {len(instances)} rows; the limit is {max_rows}")
+    names = {name for name, _ in features}
+    columns: dict[str, list[Any]] = {name: [None] * len(instances) for name in names}
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict):
+            raise InvalidInput(f"instances[{i}] must be an object, got {_kind_name(row)}")
+        for key in row:
+            if key not in names and unknown == "reject":
+                raise InvalidInput(
+                    f"instances[{i}]: unknown feature {_show(key)}; the model takes "
+                    f"{', '.join(sorted(names))}"
+                )
+        for name, kind in features:
+            if name not in row:
+                raise InvalidInput(
+                    f"instances[{i}]: missing feature {name!r} (send null for a missing value)"
+                )
+            columns[name][i] = _value(row[name], kind, f"instances[{i}].{name}")
+    typed = {
+        name: np.array(columns[name], dtype=np.float32 if kind is FeatureKind.numeric else object)
+        for name, kind in features
+    }
+    return typed, len(instances)
+
+
+def _value(value: Any, kind: FeatureKind, where: str) -> Any:
+    if kind is FeatureKind.numeric:
+        if value is None:
+            return math.nan
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"{where}: expected a number or null, got {_kind_name(value)}")
+        number = float(value)
+        if math.isnan(number):  # a DataFrame's missing value (JSON cannot carry NaN)
+            return math.nan
+        if not math.isfinite(number) or abs(number) > 3.4028235e38:
+            raise InvalidInput(f"{where}: {_show(value)} is not a finite float32 number")
+        return number
+    if value is None:
+        return MISSING_STRING
+    if isinstance(value, str):
+        return value
+    if kind is FeatureKind.categorical and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    expected = "a string" if kind is FeatureKind.text else "a string (or an integer code)"
+    raise InvalidInput(f"{where}: expected {expected} or null, got {_kind_name(value)}")
+
+
+def _native(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def encode_predictions(
+    *,
+    model: str,
+    version: str,
+    outputs: dict[str, np.ndarray],
+    classes: list[Any] | None,
+) -> dict[str, Any]:
+    """The answer: predictions in order, plus per-class probabilities (or scores) by class."""
+    answer: dict[str, Any] = {"model": model, "version": version}
+    if classes is None:
+        answer["predictions"] = [float(v) for v in outputs["prediction"].reshape(-1)]
+        return answer
+    answer["predictions"] = [_native(v) for v in outputs["label"].tolist()]
+    key = "probabilities" if "probabilities" in outputs else "scores"
+    names = [str(c) for c in classes]
+    answer[key] = [dict(zip(names, map(float, row), strict=True)) for row in outputs[key].tolist()]
+    return answer

@@ -1,0 +1,224 @@
+"""The data plane both protocols share: which models are served, checks, batching, inference.
+
+A protocol front (JSON records, Open Inference Protocol) decodes a request into typed feature
+columns and calls :meth:`DataPlane.infer`; everything after decoding is here, written once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kiln.artifact import FeatureKind, ModelMetadata, Stage, Task
+from kiln.errors import (
+    InvalidInput,
+    KilnError,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+)
+from kiln.store import StoredModel, get_model, list_models
+from service.batching import Batcher, BatchStats, Columns, Outputs
+from service.metrics import Metrics
+from service.runtime import CUDA, ModelRuntime, default_providers
+from service.settings import ServingSettings
+
+__all__ = ["DataPlane", "ServedModel", "check_columns", "error_reason", "select_models"]
+
+log = logging.getLogger("kiln.service")
+
+
+def select_models(settings: ServingSettings) -> list[StoredModel]:
+    """The settings' explicit list, else each model's newest version that passed its gate."""
+    if settings.models:
+        return [get_model(ref) for ref in settings.models]
+    models, problems = list_models()
+    for problem in problems:
+        log.error("skipping an unreadable model: %s", problem)
+    chosen: dict[str, StoredModel] = {}
+    for model in models:  # newest first within each name
+        if model.stage is Stage.candidate and model.metadata.name not in chosen:
+            chosen[model.metadata.name] = model
+    return list(chosen.values())
+
+
+def error_reason(exc: BaseException) -> str:
+    """The `reason` label of kiln_request_errors_total for an error."""
+    if isinstance(exc, ModelNotFound):
+        return "model_not_found"
+    if isinstance(exc, Overloaded | ModelNotReady):
+        return "overloaded"
+    if isinstance(exc, InvalidInput):
+        return "invalid_input"
+    return "internal"
+
+
+def check_columns(metadata: ModelMetadata, columns: Columns) -> None:
+    """Checks that hold whatever the protocol: finite numbers (NaN means missing), strings."""
+    for feature in metadata.features:
+        values = columns[feature.name]
+        if feature.kind is FeatureKind.numeric:
+            bad = np.isinf(values)
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise InvalidInput(
+                    f"feature {feature.name!r}, row {row}: infinite values are not accepted "
+                    "(send null or NaN for a missing value)"
+                )
+        elif values.dtype != object:
+            raise InvalidInput(f"feature {feature.name!r}: expected strings")
+
+
+@dataclass
+class ServedModel:
+    runtime: ModelRuntime
+    batcher: Batcher
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self.runtime.metadata
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    @property
+    def version(self) -> str:
+        return self.runtime.version
+
+    def describe(self) -> dict[str, Any]:
+        """What `GET /v1/models/{name}` shows."""
+        meta = self.metadata
+        report = self.runtime.providers
+        return {
+            "name": meta.name,
+            "version": meta.version,
+            "task": meta.task.value,
+            "description": (meta.provenance.spec or {}).get("description", ""),
+            "estimator": meta.estimator,
+            "target": meta.target,
+            "classes": meta.classes,
+            "features": [
+                {"name": f.name, "kind": f.kind.value, "dtype": f.dtype, "categories": f.categories}
+                for f in meta.features
+            ],
+            "outputs": [o.model_dump() for o in meta.outputs],
+            "metrics": meta.evaluation.metrics,
+            "baseline": meta.evaluation.baseline,
+            "created_at": meta.provenance.created_at.isoformat(),
+            "execution": {
+                "provider": report.provider,
+                "providers": report.active,
+                "graph_nodes": report.nodes,
+                "cpu_nodes": report.cpu_nodes,
+            },
+        }
+
+
+class DataPlane:
+    """The served models and the one inference path."""
+
+    def __init__(self, settings: ServingSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.models: dict[str, ServedModel] = {}
+        self.failed: dict[str, str] = {}
+
+    @classmethod
+    def load(cls, settings: ServingSettings, metrics: Metrics | None = None) -> DataPlane:
+        """Open and warm up every model to serve; raise if ``require_gpu`` cannot be met."""
+        plane = cls(settings, metrics)
+        providers = settings.providers or default_providers()
+        if settings.require_gpu and CUDA not in providers:
+            raise KilnError(
+                "require_gpu is set but the CUDA execution provider is not available "
+                f"(available: {', '.join(default_providers())})"
+            )
+        for stored in select_models(settings):
+            plane.add(stored, providers)
+        if not plane.models:
+            log.warning("no model to serve: train one (make train) or set KILN_SERVE_MODELS")
+        return plane
+
+    def add(self, stored: StoredModel, providers: list[str]) -> ServedModel:
+        runtime = ModelRuntime(stored, providers, self.settings.intra_op_threads)
+        if self.settings.require_gpu and runtime.providers.provider != CUDA:
+            raise KilnError(
+                f"require_gpu is set but {stored.tag} runs on {runtime.providers.provider}"
+            )
+        runtime.warm_up()
+        limits = self.settings.limits_for(runtime.name)
+        batcher = Batcher(
+            runtime.name,
+            runtime.run,
+            max_batch_rows=limits.max_batch_rows,
+            max_wait_ms=limits.max_wait_ms,
+            max_queue_rows=self.settings.max_queue_rows,
+            on_batch=lambda stats, rt=runtime: self._observe_batch(rt, stats),
+        )
+        served = ServedModel(runtime, batcher)
+        self.models[runtime.name] = served
+        if self.metrics:
+            meta = runtime.metadata
+            self.metrics.info.labels(
+                runtime.name, runtime.version, str(meta.provenance.opset.get("", "")),
+                runtime.providers.provider, meta.task.value,
+            ).set(1)
+            self.metrics.ready.labels(runtime.name).set(1)
+        return served
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models) and not self.failed
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        served = self.models.get(name)
+        if served is None:
+            if name in self.failed:
+                raise ModelNotReady(name, self.failed[name])
+            raise ModelNotFound(name, self.models)
+        if version is not None and version != served.version:
+            raise ModelNotFound(f"{name}:{version}", [f"{name}:{served.version}"])
+        return served
+
+    def _observe_batch(self, runtime: ModelRuntime, stats: BatchStats) -> None:
+        if not self.metrics:
+            return
+        labels = (runtime.name, runtime.version)
+        self.metrics.inference_seconds.labels(*labels).observe(stats.seconds)
+        self.metrics.batch_rows.labels(*labels).observe(stats.rows)
+        for wait in stats.waits:
+            self.metrics.batch_wait_seconds.labels(*labels).observe(wait)
+
+    def record_error(self, model: str, exc: BaseException) -> None:
+        if self.metrics:
+            self.metrics.errors.labels(model, error_reason(exc)).inc()
+
+    async def infer(
+        self, name: str, columns: Columns, rows: int, version: str | None = None
+    ) -> tuple[ServedModel, Outputs]:
+        """Check, batch and run ``rows`` rows of typed columns; errors are counted."""
+        try:
+            served = self.get(name, version)
+            check_columns(served.metadata, columns)
+            if self.metrics:
+                self.metrics.rows.labels(name, served.version).inc(rows)
+            outputs = await served.batcher.predict(columns, rows)
+        except KilnError as exc:
+            self.record_error(name, exc)
+            raise
+        except Exception as exc:
+            self.record_error(name, exc)
+            raise KilnError(f"model {name!r}: inference failed: {exc}") from exc
+        if self.metrics and served.metadata.task is Task.classification:
+            labels, counts = np.unique(outputs["label"], return_counts=True)
+            for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+                self.metrics.predictions.labels(name, served.version, str(label)).inc(count)
+        return served, outputs
+
+    async def close(self) -> None:
+        for served in self.models.values():
+            await served.batcher.close()

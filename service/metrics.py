@@ -1,0 +1,59 @@
+"""Kiln's Prometheus metrics, all under the ``kiln_`` prefix, labelled by model and version.
+
+``prometheus_client`` is imported when :class:`Metrics` is created, not when this module is:
+BentoML workers set ``PROMETHEUS_MULTIPROC_DIR`` at start-up, and the client chooses between
+single- and multi-process storage when it is first imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ERROR_REASONS", "Metrics"]
+
+ERROR_REASONS = ("invalid_input", "model_not_found", "overloaded", "internal")
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class Metrics:
+    """The metric families; ``registry=None`` uses the default (BentoML's /metrics) registry."""
+
+    def __init__(self, registry: Any = None) -> None:
+        from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+        reg = registry if registry is not None else REGISTRY
+        model = ["model", "version"]
+        self.inference_seconds = Histogram(
+            "kiln_inference_duration_seconds",
+            "Time of one ONNX Runtime call (one batch).",
+            model, buckets=_LATENCY, registry=reg,
+        )
+        self.batch_rows = Histogram(
+            "kiln_batch_rows", "Rows per ONNX Runtime call.", model, buckets=_ROWS, registry=reg
+        )
+        self.batch_wait_seconds = Histogram(
+            "kiln_batch_wait_seconds",
+            "Time a request waited in the queue before its batch ran.",
+            model, buckets=_LATENCY, registry=reg,
+        )
+        self.predictions = Counter(
+            "kiln_predictions_total", "Predictions made, by predicted class.",
+            [*model, "class"], registry=reg,
+        )
+        self.rows = Counter(
+            "kiln_rows_received_total", "Rows received in valid requests.", model, registry=reg
+        )
+        self.errors = Counter(
+            "kiln_request_errors_total", "Requests answered with an error, by reason.",
+            ["model", "reason"], registry=reg,
+        )
+        self.info = Gauge(
+            "kiln_model_info",
+            "A served model version (value 1), with its opset and execution provider.",
+            [*model, "opset", "provider", "task"], registry=reg, multiprocess_mode="max",
+        )
+        self.ready = Gauge(
+            "kiln_model_ready", "1 when the model is loaded and warm, else 0.",
+            ["model"], registry=reg, multiprocess_mode="min",
+        )
