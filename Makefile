@@ -12,7 +12,10 @@ DEMO_SPECS := training/specs/breast-cancer.yaml training/specs/wine.yaml \
               training/specs/diabetes.yaml training/specs/churn.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help install lock train demo-data test test-fast lint format typecheck check clean
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+.PHONY: help install lock train serve demo-data test test-fast lint format typecheck check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +40,11 @@ train: $(STAMP) ## Train, verify and register the demo models (and sms-spam when
 	@if [ -d "$(SMS_DATA)" ]; then \
 	  $(BIN)/kiln train training/specs/sms-spam.yaml --data "$(SMS_DATA)/train-data.tsv" --data "$(SMS_DATA)/valid-data.tsv"; \
 	else echo "sms-spam skipped: no $(SMS_DATA) (set SMS_DATA=dir with train-data.tsv)"; fi
+
+serve: $(STAMP) ## Serve every production model on 127.0.0.1:3000 (trains the demos if the store is empty)
+	@$(BIN)/python -c 'import sys; from kiln.store import list_models; sys.exit(0 if list_models()[0] else 1)' \
+	  || { echo "the model store is empty: training the demo models first"; $(MAKE) --no-print-directory train; }
+	$(BIN)/bentoml serve --host $(HOST) --port $(PORT)
 
 demo-data: $(STAMP) ## Regenerate training/data/churn.csv (deterministic)
 	$(BIN)/python -m training.demo_data

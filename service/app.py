@@ -160,6 +160,12 @@ def create_app() -> FastAPI:
             )
         )
 
+    @app.post("/v1/noop")
+    async def noop(request: Request) -> Response:
+        """Reads the body and answers: the HTTP ceiling of this service, for benchmarks."""
+        await _body(request)
+        return _json({"ok": True})
+
     # -- Open Inference Protocol (V2) ----------------------------------------------------
 
     @app.get("/v2")
