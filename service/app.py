@@ -89,8 +89,7 @@ def _v2_metadata(served: ServedModel) -> dict[str, Any]:
             for f in meta.features
         ],
         "outputs": [
-            {"name": o.name, "datatype": _V2_DTYPE[o.dtype], "shape": o.shape}
-            for o in meta.outputs
+            {"name": o.name, "datatype": _V2_DTYPE[o.dtype], "shape": o.shape} for o in meta.outputs
         ],
     }
 
@@ -187,7 +186,9 @@ def create_app() -> FastAPI:
 
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
-    async def v2_model_metadata(name: str, request: Request, version: str | None = None) -> Response:
+    async def v2_model_metadata(
+        name: str, request: Request, version: str | None = None
+    ) -> Response:
         return _json(_v2_metadata(_plane(request).get(name, version)))
 
     @app.get("/v2/models/{name}/ready")

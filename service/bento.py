@@ -41,7 +41,11 @@ class Kiln:
             report = served.runtime.providers
             log.info(
                 "serving %s:%s on %s (%d/%d graph nodes on CPU)",
-                served.name, served.version, report.provider, report.cpu_nodes, report.nodes,
+                served.name,
+                served.version,
+                report.provider,
+                report.cpu_nodes,
+                report.nodes,
             )
         # Start-up objects live for the whole process: keep the collector off them, which
         # shortens the pauses that otherwise grow with every request BentoML keeps alive.

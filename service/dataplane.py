@@ -6,6 +6,7 @@ columns and calls :meth:`DataPlane.infer`; everything after decoding is here, wr
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -157,15 +158,18 @@ class DataPlane:
             max_batch_rows=limits.max_batch_rows,
             max_wait_ms=limits.max_wait_ms,
             max_queue_rows=self.settings.max_queue_rows,
-            on_batch=lambda stats, rt=runtime: self._observe_batch(rt, stats),
+            on_batch=functools.partial(self._observe_batch, runtime),
         )
         served = ServedModel(runtime, batcher)
         self.models[runtime.name] = served
         if self.metrics:
             meta = runtime.metadata
             self.metrics.info.labels(
-                runtime.name, runtime.version, str(meta.provenance.opset.get("", "")),
-                runtime.providers.provider, meta.task.value,
+                runtime.name,
+                runtime.version,
+                str(meta.provenance.opset.get("", "")),
+                runtime.providers.provider,
+                meta.task.value,
             ).set(1)
             self.metrics.ready.labels(runtime.name).set(1)
         return served

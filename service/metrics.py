@@ -27,7 +27,9 @@ class Metrics:
         self.inference_seconds = Histogram(
             "kiln_inference_duration_seconds",
             "Time of one ONNX Runtime call (one batch).",
-            model, buckets=_LATENCY, registry=reg,
+            model,
+            buckets=_LATENCY,
+            registry=reg,
         )
         self.batch_rows = Histogram(
             "kiln_batch_rows", "Rows per ONNX Runtime call.", model, buckets=_ROWS, registry=reg
@@ -35,25 +37,36 @@ class Metrics:
         self.batch_wait_seconds = Histogram(
             "kiln_batch_wait_seconds",
             "Time a request waited in the queue before its batch ran.",
-            model, buckets=_LATENCY, registry=reg,
+            model,
+            buckets=_LATENCY,
+            registry=reg,
         )
         self.predictions = Counter(
-            "kiln_predictions_total", "Predictions made, by predicted class.",
-            [*model, "class"], registry=reg,
+            "kiln_predictions_total",
+            "Predictions made, by predicted class.",
+            [*model, "class"],
+            registry=reg,
         )
         self.rows = Counter(
             "kiln_rows_received_total", "Rows received in valid requests.", model, registry=reg
         )
         self.errors = Counter(
-            "kiln_request_errors_total", "Requests answered with an error, by reason.",
-            ["model", "reason"], registry=reg,
+            "kiln_request_errors_total",
+            "Requests answered with an error, by reason.",
+            ["model", "reason"],
+            registry=reg,
         )
         self.info = Gauge(
             "kiln_model_info",
             "A served model version (value 1), with its opset and execution provider.",
-            [*model, "opset", "provider", "task"], registry=reg, multiprocess_mode="max",
+            [*model, "opset", "provider", "task"],
+            registry=reg,
+            multiprocess_mode="max",
         )
         self.ready = Gauge(
-            "kiln_model_ready", "1 when the model is loaded and warm, else 0.",
-            ["model"], registry=reg, multiprocess_mode="min",
+            "kiln_model_ready",
+            "1 when the model is loaded and warm, else 0.",
+            ["model"],
+            registry=reg,
+            multiprocess_mode="min",
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+
 import numpy as np
 
 from kiln.artifact import FeatureKind, ModelMetadata
@@ -87,9 +88,7 @@ class ModelRuntime:
 
     def run(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Predict on typed columns (float32 / object str, 1-D, equal length)."""
-        feeds = {
-            onnx_input: columns[name].reshape(-1, 1) for name, _, onnx_input in self.features
-        }
+        feeds = {onnx_input: columns[name].reshape(-1, 1) for name, _, onnx_input in self.features}
         try:
             results = self.session.run(self.output_names, feeds)
         except Exception as exc:

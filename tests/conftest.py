@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,3 +54,15 @@ def mixed_frame(rows: int = 400, classes: int = 2, seed: int = 0) -> pd.DataFram
     for column, share in [("size cm", 0.1), ("weight", 0.05), ("colour", 0.08)]:
         frame.loc[rng.random(rows) < share, column] = np.nan
     return frame
+
+
+@pytest.fixture(scope="session")
+def served_models(bentoml_home: Path) -> dict[str, Any]:
+    """churn (mixed types), wine (3 classes) and diabetes (regression), trained once."""
+    from training.run import train
+    from training.spec import load_spec
+
+    return {
+        name: train(load_spec(SPECS / f"{name}.yaml"), spec_path=SPECS / f"{name}.yaml")
+        for name in ("churn", "wine", "diabetes")
+    }

@@ -1,0 +1,1 @@
+"""Wire codecs of the Kiln service: bytes on the wire to and from model columns and arrays."""

@@ -1,0 +1,164 @@
+"""The batcher with tiny fake models: rows are counted, requests kept apart, limits hold."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kiln.errors import Overloaded
+from service.batching import Batcher, BatchStats, Columns, Outputs
+
+
+def double(columns: Columns) -> Outputs:
+    """The 'sum model': doubles x; remembers nothing."""
+    return {"y": columns["x"] * 2}
+
+
+def slow(seconds: float) -> Callable[[Columns], Outputs]:
+    def run(columns: Columns) -> Outputs:
+        time.sleep(seconds)
+        return double(columns)
+
+    return run
+
+
+def failing(columns: Columns) -> Outputs:
+    """The 'error model': fails any call that contains a negative x."""
+    if (columns["x"] < 0).any():
+        raise ValueError("negative input")
+    return double(columns)
+
+
+def rows(*values: float) -> Columns:
+    return {"x": np.array(values, dtype=np.float32)}
+
+
+def run_async(factory: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(factory())  # type: ignore[arg-type]
+
+
+def make(
+    run: Callable[[Columns], Outputs] = double, **limits: Any
+) -> tuple[Batcher, list[BatchStats]]:
+    seen: list[BatchStats] = []
+    options = {"max_batch_rows": 8, "max_wait_ms": 20.0, "max_queue_rows": 1000, **limits}
+    return Batcher("m", run, on_batch=seen.append, **options), seen
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_rows_back() -> None:
+    batcher, seen = make(slow(0.01))
+
+    async def go() -> list[Outputs]:
+        requests = [batcher.predict(rows(i, i + 0.5), 2) for i in range(12)]
+        results = await asyncio.gather(*requests)
+        await batcher.close()
+        return results
+
+    results = run_async(go)
+    for i, result in enumerate(results):
+        assert result["y"].tolist() == [2 * i, 2 * i + 1]
+    assert sum(s.rows for s in seen) == 24
+    assert len(seen) < 12  # merged: fewer calls than requests
+    assert max(s.requests for s in seen) > 1
+    assert all(s.rows <= 8 for s in seen)
+
+
+def test_a_request_is_never_merged_past_the_row_limit() -> None:
+    batcher, seen = make(max_batch_rows=10)
+
+    async def go() -> None:
+        await asyncio.gather(*(batcher.predict(rows(*range(6)), 6) for _ in range(5)))
+        await batcher.close()
+
+    run_async(go)
+    assert [s.rows for s in seen] == [6] * 5  # 6 + 6 > 10: each runs alone
+
+
+def test_a_large_request_is_split_into_calls_and_rejoined_in_order() -> None:
+    batcher, seen = make(max_batch_rows=16)
+
+    async def go() -> Outputs:
+        result = await batcher.predict(rows(*range(50)), 50)
+        await batcher.close()
+        return result
+
+    result = run_async(go)
+    assert result["y"].tolist() == [2.0 * v for v in range(50)]
+    assert sorted(s.rows for s in seen) == [2, 16, 16, 16]
+
+
+def test_a_bad_request_does_not_fail_the_others_in_its_batch() -> None:
+    batcher, _ = make(failing)
+
+    async def go() -> list[Any]:
+        results = await asyncio.gather(
+            batcher.predict(rows(1), 1),
+            batcher.predict(rows(-1), 1),
+            batcher.predict(rows(3), 1),
+            return_exceptions=True,
+        )
+        await batcher.close()
+        return results
+
+    good, bad, other = run_async(go)
+    assert good["y"].tolist() == [2.0] and other["y"].tolist() == [6.0]
+    assert isinstance(bad, ValueError)
+
+
+def test_first_request_waits_at_most_max_wait() -> None:
+    batcher, seen = make(max_wait_ms=30.0)
+
+    async def go() -> float:
+        started = time.perf_counter()
+        await batcher.predict(rows(1), 1)
+        await batcher.close()
+        return time.perf_counter() - started
+
+    elapsed = run_async(go)
+    assert 0.025 <= seen[0].waits[0] < 0.5
+    assert elapsed < 0.5
+
+
+def test_requests_arriving_during_a_call_join_the_next_without_waiting() -> None:
+    batcher, seen = make(slow(0.05), max_wait_ms=0.0, max_batch_rows=64)
+
+    async def go() -> None:
+        first = asyncio.ensure_future(batcher.predict(rows(0), 1))
+        await asyncio.sleep(0.01)  # the first call is running now
+        await asyncio.gather(first, *(batcher.predict(rows(i), 1) for i in range(1, 6)))
+        await batcher.close()
+
+    run_async(go)
+    assert [s.rows for s in seen] == [1, 5]
+
+
+def test_queue_over_its_limit_is_refused_as_overloaded() -> None:
+    gate = threading.Event()
+
+    def blocked(columns: Columns) -> Outputs:
+        gate.wait(5)
+        return double(columns)
+
+    batcher, _ = make(blocked, max_batch_rows=4, max_wait_ms=0.0, max_queue_rows=6)
+
+    async def go() -> list[Any]:
+        running = asyncio.ensure_future(batcher.predict(rows(1, 2, 3, 4), 4))
+        await asyncio.sleep(0.02)  # the first call holds the model
+        queued = [asyncio.ensure_future(batcher.predict(rows(1, 2, 3), 3)) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="6 rows already queued"):
+            await batcher.predict(rows(9), 1)
+        gate.set()
+        results = await asyncio.gather(running, *queued)
+        await batcher.close()
+        return results
+
+    results = run_async(go)
+    assert [len(r["y"]) for r in results] == [4, 3, 3]
+    assert batcher.queued_rows == 0

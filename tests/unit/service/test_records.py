@@ -1,0 +1,127 @@
+"""The JSON records codec: typing, every refusal, and the shape of the answer."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kiln.artifact import FeatureKind
+from kiln.errors import InvalidInput, PayloadTooLarge
+from service.codecs.records import decode_instances, encode_predictions
+
+NUM, CAT, TXT = FeatureKind.numeric, FeatureKind.categorical, FeatureKind.text
+FEATURES = [("age", NUM), ("plan", CAT), ("note", TXT)]
+GOOD = {"age": 41, "plan": "fiber", "note": "called twice"}
+
+
+def decode(payload: Any, **kwargs: Any) -> tuple[dict[str, np.ndarray], int]:
+    return decode_instances(payload, FEATURES, max_rows=kwargs.pop("max_rows", 100), **kwargs)
+
+
+def test_values_are_typed_as_the_model_takes_them() -> None:
+    columns, rows = decode(
+        {"instances": [GOOD, {"age": None, "plan": None, "note": None}, {**GOOD, "plan": 7}]}
+    )
+    assert rows == 3
+    assert columns["age"].dtype == np.float32
+    assert columns["age"][0] == 41 and math.isnan(columns["age"][1])
+    assert columns["plan"].dtype == object
+    assert columns["plan"].tolist() == ["fiber", "", "7"]  # null -> "", integer code -> "7"
+    assert columns["note"].tolist() == ["called twice", "", "called twice"]
+
+
+def test_unknown_features_can_be_ignored() -> None:
+    columns, _ = decode({"instances": [{**GOOD, "extra": 1}]}, unknown="ignore")
+    assert set(columns) == {"age", "plan", "note"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "phrase"),
+    [
+        ([GOOD], "body must be a JSON object"),
+        ({"rows": [GOOD]}, "unknown top-level field 'rows'"),
+        ({"instances": GOOD}, "'instances' must be a list"),
+        ({"instances": []}, "'instances' is empty"),
+        ({"instances": [1]}, "instances[0] must be an object, got number"),
+        ({"instances": [GOOD, {"plan": "x", "note": ""}]}, "instances[1]: missing feature 'age'"),
+        ({"instances": [{**GOOD, "agee": 1}]}, "instances[0]: unknown feature 'agee'"),
+        (
+            {"instances": [{**GOOD, "age": "41"}]},
+            "instances[0].age: expected a number or null, got string",
+        ),
+        (
+            {"instances": [{**GOOD, "age": True}]},
+            "instances[0].age: expected a number or null, got boolean",
+        ),
+        ({"instances": [{**GOOD, "age": [1]}]}, "got array"),
+        ({"instances": [{**GOOD, "age": 1e39}]}, "is not a finite float32 number"),
+        ({"instances": [{**GOOD, "age": float("inf")}]}, "is not a finite float32 number"),
+        (
+            {"instances": [{**GOOD, "plan": 1.5}]},
+            "instances[0].plan: expected a string (or an integer code)",
+        ),
+        ({"instances": [{**GOOD, "plan": True}]}, "instances[0].plan: expected a string"),
+        (
+            {"instances": [{**GOOD, "note": 3}]},
+            "instances[0].note: expected a string or null, got number",
+        ),
+        ({"instances": [{**GOOD, "note": {"a": 1}}]}, "got object"),
+    ],
+)
+def test_bad_records_are_refused_naming_the_field(payload: Any, phrase: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        decode(payload)
+    assert phrase in str(caught.value)
+    assert caught.value.status_code == 400
+
+
+def test_too_many_rows_is_413() -> None:
+    with pytest.raises(PayloadTooLarge, match="has 3 rows; the limit is 2") as caught:
+        decode({"instances": [GOOD] * 3}, max_rows=2)
+    assert caught.value.status_code == 413
+
+
+def test_long_unknown_names_are_shortened_in_messages() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        decode({"instances": [{**GOOD, "x" * 500: 1}]})
+    assert len(str(caught.value)) < 200
+
+
+def test_classifier_answer_maps_probabilities_to_class_names() -> None:
+    answer = encode_predictions(
+        model="m",
+        version="v1",
+        outputs={
+            "label": np.array([1, 0], dtype=np.int64),
+            "probabilities": np.array([[0.25, 0.75], [0.9, 0.1]], dtype=np.float32),
+        },
+        classes=[0, 1],
+    )
+    assert answer["predictions"] == [1, 0] and type(answer["predictions"][0]) is int
+    assert answer["probabilities"] == [
+        {"0": 0.25, "1": 0.75},
+        {"0": 0.8999999761581421, "1": 0.10000000149011612},
+    ]
+
+
+def test_scores_and_regression_answers() -> None:
+    scores = encode_predictions(
+        model="svc",
+        version="1",
+        outputs={
+            "label": np.array(["b"], dtype=object),
+            "scores": np.array([[-1.5, 1.5]], np.float32),
+        },
+        classes=["a", "b"],
+    )
+    assert scores["scores"] == [{"a": -1.5, "b": 1.5}] and "probabilities" not in scores
+    regression = encode_predictions(
+        model="r",
+        version="1",
+        outputs={"prediction": np.array([[1.5], [2.0]], np.float32)},
+        classes=None,
+    )
+    assert regression == {"model": "r", "version": "1", "predictions": [1.5, 2.0]}
