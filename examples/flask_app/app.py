@@ -1,0 +1,124 @@
+"""Embedding Kiln in a Flask app: one in-process Predictor, no HTTP hop to a model server.
+
+A web app that wants predictions next to its own code loads the model once, when the app is
+created, and calls ``predictor.predict(records)`` in its views. ``Predictor`` validates input
+exactly like the Kiln service and raises :class:`kiln.errors.KilnError` subclasses that carry
+the HTTP status to answer with (``InvalidInput`` 400, ``ModelNotFound`` 404, ...), so one error
+handler turns every bad request into ``{"error": message}`` instead of a 500. A Django app does
+the same: load the Predictor in ``AppConfig.ready()`` and call ``.predict`` in a view (see
+README.md next to this file).
+
+    make train                                    # put the demo models into the store
+    .venv/bin/python examples/flask_app/app.py    # then open http://127.0.0.1:5000/
+    curl -s localhost:5000/predict -H 'Content-Type: application/json' \\
+         -d '{"tenure_months": 3, "monthly_charge": 60, ...}'
+
+``KILN_MODEL`` picks the model (``NAME`` or ``NAME:VERSION``; default ``churn``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template_string, request
+
+from kiln.artifact import Feature, FeatureKind
+from kiln.errors import InvalidInput, KilnError
+from service import Predictor
+
+PAGE = """<!doctype html>
+<title>{{ p.name }}</title>
+<h1>{{ p.name }} <small>version {{ p.version }}</small></h1>
+<form method="post" action="/predict-form">
+{% for f in p.metadata.features %}
+  <p><label>{{ f.name }}<br>
+  {% if f.kind == "numeric" %}
+    <input type="number" step="any" name="{{ f.name }}" value="{{ values[f.name] }}">
+  {% elif f.kind == "categorical" %}
+    <select name="{{ f.name }}">{% for c in f.categories %}
+      <option value="{{ c }}"{% if c == values[f.name] %} selected{% endif %}>
+        {{- c or "(missing)" }}</option>{% endfor %}
+    </select>
+  {% else %}
+    <textarea name="{{ f.name }}" rows="4" cols="60">{{ values[f.name] }}</textarea>
+  {% endif %}</label></p>
+{% endfor %}
+  <button>Predict</button>
+</form>
+{% if error %}<p><strong>Error:</strong> {{ error }}</p>{% endif %}
+{% if result %}<p>{{ result }}</p>{% endif %}
+"""
+
+
+def _default(predictor: Predictor, feature: Feature) -> str:
+    """A starting value for the form: the training median, or the most frequent category."""
+    stats = predictor.metadata.feature_stats.get(feature.name)
+    if feature.kind is FeatureKind.numeric and stats and stats.quantiles:
+        return f"{stats.quantiles['p50']:g}"
+    if feature.kind is FeatureKind.categorical and stats and stats.top:
+        return next(iter(stats.top))
+    return ""
+
+
+def _from_form(feature: Feature, text: str) -> Any:
+    """A form field as the model takes it: empty is missing; numbers are parsed if they can be."""
+    if text.strip() == "":
+        return None
+    if feature.kind is FeatureKind.numeric:
+        try:
+            return float(text)
+        except ValueError:
+            return text  # the Predictor rejects it with a message naming the feature
+    return text
+
+
+def _in_words(answer: dict[str, Any]) -> str:
+    label = answer["predictions"][0]
+    if "probabilities" in answer:
+        return f"Predicted {label}, with probability {answer['probabilities'][0][str(label)]:.1%}."
+    if "scores" in answer:
+        return f"Predicted {label} (score {answer['scores'][0][str(label)]:.3f})."
+    return f"Predicted {label:.4g}."
+
+
+def create_app(model: str | None = None) -> Flask:
+    """The app, with ``model`` (default ``$KILN_MODEL``, else churn) loaded once, here."""
+    app = Flask(__name__)
+    # ModelNotFound if it is not in the store
+    predictor = Predictor.from_store(model or os.environ.get("KILN_MODEL", "churn"))
+    app.extensions["kiln_predictor"] = predictor
+
+    @app.errorhandler(KilnError)
+    def kiln_error(error: KilnError) -> tuple[Response, int]:
+        return jsonify(error=error.message), error.status_code
+
+    @app.post("/predict")
+    def predict() -> Response:
+        payload = request.get_json(silent=True)
+        if not isinstance(payload, dict):
+            raise InvalidInput('send a JSON object: {"instances": [{...}, ...]} or one record')
+        records = payload.get("instances", [payload])
+        return jsonify(predictor.predict(records))
+
+    @app.get("/")
+    def form() -> str:
+        values = {f.name: _default(predictor, f) for f in predictor.metadata.features}
+        return render_template_string(PAGE, p=predictor, values=values)
+
+    @app.post("/predict-form")
+    def predict_form() -> tuple[str, int]:
+        values = {f.name: request.form.get(f.name, "") for f in predictor.metadata.features}
+        record = {f.name: _from_form(f, values[f.name]) for f in predictor.metadata.features}
+        try:
+            result, error, status = _in_words(predictor.predict([record])), None, 200
+        except KilnError as exc:
+            result, error, status = None, exc.message, exc.status_code
+        page = render_template_string(PAGE, p=predictor, values=values, result=result, error=error)
+        return page, status
+
+    return app
+
+
+if __name__ == "__main__":
+    create_app().run(host="127.0.0.1", port=5000)
