@@ -133,6 +133,13 @@ class DataPlane:
         """Open and warm up every model to serve; raise if ``require_gpu`` cannot be met."""
         plane = cls(settings, metrics)
         providers = settings.providers or default_providers()
+        available = default_providers(every=True)
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise KilnError(
+                f"execution provider {missing[0]} is not available in this onnxruntime "
+                f"(available: {', '.join(available)}); check KILN_SERVE_PROVIDERS"
+            )
         if settings.require_gpu and CUDA not in providers:
             raise KilnError(
                 "require_gpu is set but the CUDA execution provider is not available "

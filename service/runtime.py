@@ -22,11 +22,13 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
-def default_providers() -> list[str]:
-    """CUDA then CPU where onnxruntime-gpu is installed, else CPU."""
+def default_providers(every: bool = False) -> list[str]:
+    """CUDA then CPU where onnxruntime-gpu is installed, else CPU (``every``: all available)."""
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
+    available: list[str] = ort.get_available_providers()
+    if every:
+        return available
     return [p for p in (CUDA, CPU) if p in available] or [CPU]
 
 
