@@ -39,6 +39,7 @@ class Exported:
     outputs: list[Output]
     nodes: dict[str, int]  # operator domain -> node count
 
+
 def onnx_feeds(
     X: pd.DataFrame, features: list[tuple[str, FeatureKind]], inputs: dict[str, str]
 ) -> dict[str, np.ndarray]:
