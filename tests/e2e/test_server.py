@@ -7,6 +7,7 @@ test store; both protocols, tritonclient with its default binary tensors, batchi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -55,7 +56,7 @@ def server(
     log = tmp_path_factory.mktemp("server") / "server.log"
     env = {
         **os.environ,
-        "KILN_SERVE_MODELS": '["churn", "wine", "diabetes"]',
+        "KILN_SERVE_MODELS": json.dumps([m.tag for m in served_models.values()]),
         "KILN_SERVE_BATCH": '{"max_batch_rows": 64, "max_wait_ms": 10}',
         "KILN_SERVE_MAX_BODY_BYTES": "1048576",
     }
@@ -103,15 +104,19 @@ def test_health_and_model_list(server: str, served_models: dict[str, Any]) -> No
     }
 
 
-def test_json_records_match_the_in_process_predictor(server: str) -> None:
+def test_json_records_match_the_in_process_predictor(
+    server: str, served_models: dict[str, Any]
+) -> None:
     rows = [CHURN_ROW, {**CHURN_ROW, "contract": "annual", "plan": None, "age": None}]
     response = httpx.post(f"{server}/v1/models/churn/predict", json={"instances": rows})
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == Predictor.from_store("churn").predict(rows)
+    assert response.json() == Predictor.from_store(served_models["churn"].tag).predict(rows)
 
 
-def test_tritonclient_with_default_binary_tensors(server: str) -> None:
+def test_tritonclient_with_default_binary_tensors(
+    server: str, served_models: dict[str, Any]
+) -> None:
     import tritonclient.http as triton
 
     client = triton.InferenceServerClient(server.removeprefix("http://"))
@@ -131,7 +136,7 @@ def test_tritonclient_with_default_binary_tensors(server: str) -> None:
         inputs.append(tensor)
     result = client.infer("churn", inputs, request_id="42")
     assert result.get_response()["id"] == "42"
-    expected = Predictor.from_store("churn").predict(rows)
+    expected = Predictor.from_store(served_models["churn"].tag).predict(rows)
     labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label").tolist()]
     assert labels == expected["predictions"]
     np.testing.assert_allclose(

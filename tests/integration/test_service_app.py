@@ -77,10 +77,12 @@ def test_models_are_listed_with_version_and_task(client: TestClient, served_mode
     )
 
 
-def test_json_predictions_match_the_in_process_predictor(client: TestClient) -> None:
+def test_json_predictions_match_the_in_process_predictor(
+    client: TestClient, served_models: dict
+) -> None:
     rows = [CHURN_ROW, {**CHURN_ROW, "contract": "two-year", "tenure_months": 60, "plan": None}]
     answer = predict(client, "churn", {"instances": rows}).json()
-    expected = Predictor.from_store("churn").predict(rows)
+    expected = Predictor.from_store(served_models["churn"].tag).predict(rows)
     assert answer == expected
     assert answer["predictions"][0] in ("yes", "no")
     assert sum(answer["probabilities"][1].values()) == pytest.approx(1.0, abs=1e-6)
