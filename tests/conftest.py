@@ -13,6 +13,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "training" / "specs"
 SMS = REPO.parent / "shared" / "data" / "sms"
+# One row of the churn demo model, as a client sends it (null: missing, imputed).
+CHURN_ROW = {
+    "tenure_months": 3,
+    "monthly_charge": 70.5,
+    "data_gb": None,
+    "support_calls": 4,
+    "age": 30,
+    "plan": "fiber",
+    "contract": "monthly",
+    "region": "east",
+    "payment_method": "cash",
+}
 
 
 @pytest.fixture(scope="session", autouse=True)

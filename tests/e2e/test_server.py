@@ -25,21 +25,9 @@ import numpy as np
 import pytest
 
 from service import Predictor
-from tests.conftest import REPO
+from tests.conftest import CHURN_ROW, REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-CHURN_ROW = {
-    "tenure_months": 3,
-    "monthly_charge": 70.5,
-    "data_gb": None,
-    "support_calls": 4,
-    "age": 30,
-    "plan": "fiber",
-    "contract": "monthly",
-    "region": "east",
-    "payment_method": "cash",
-}
 
 
 def free_port() -> int:

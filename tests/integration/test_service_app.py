@@ -19,20 +19,9 @@ from service import Predictor
 from service.app import create_app
 from service.dataplane import DataPlane
 from service.settings import ServingSettings
+from tests.conftest import CHURN_ROW
 
 pytestmark = pytest.mark.integration
-
-CHURN_ROW = {
-    "tenure_months": 3,
-    "monthly_charge": 70.5,
-    "data_gb": None,
-    "support_calls": 4,
-    "age": 30,
-    "plan": "fiber",
-    "contract": "monthly",
-    "region": "east",
-    "payment_method": "cash",
-}
 
 
 @pytest.fixture(scope="module")
