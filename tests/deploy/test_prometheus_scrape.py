@@ -1,0 +1,320 @@
+"""A real Prometheus scrapes the real Kiln server and evaluates deploy/monitoring's rules.
+
+The server starts as tests/e2e/test_server.py starts it (`bentoml serve` from the repository
+root on 127.0.0.1, the test store with churn, wine and diabetes); Prometheus scrapes it
+every second with the real rule files evaluated every second; a bounded load with some bad
+requests runs; then the raw series, the recording rules and every dashboard query must
+answer for wine, with sane values. Loopback only; both processes are killed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+PROMETHEUS = shutil.which("prometheus")
+MONITORING = REPO / "deploy" / "monitoring"
+RULES = MONITORING / "rules" / "kiln-rules.yaml"
+DASHBOARD = MONITORING / "grafana" / "kiln-dashboard.json"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        PROMETHEUS is None, reason="prometheus is not installed (apt-get install prometheus)"
+    ),
+]
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def _start(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            args,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{log.stem} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{log.stem} not ready in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def server(
+    served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("kiln") / "server.log"
+    env = {
+        **os.environ,
+        "KILN_SERVE_MODELS": '["churn", "wine", "diabetes"]',
+        "KILN_SERVE_BATCH": '{"max_batch_rows": 64, "max_wait_ms": 10}',
+    }
+    bentoml = Path(sys.executable).parent / "bentoml"
+    process = _start([str(bentoml), "serve", "--host", "127.0.0.1", "--port", str(port)], log, env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(f"{url}/readyz", process, log, 90)
+        yield url
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="module")
+def prometheus(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    assert PROMETHEUS is not None
+    home = tmp_path_factory.mktemp("prometheus")
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [
+            {
+                "job_name": "kiln",
+                "scrape_interval": "1s",
+                "static_configs": [{"targets": [server.removeprefix("http://")]}],
+            }
+        ],
+    }
+    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = home / "prometheus.log"
+    process = _start(
+        [
+            PROMETHEUS,
+            f"--config.file={home / 'prometheus.yml'}",
+            f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        log,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(f"{url}/-/ready", process, log, 30)
+        yield url
+    finally:
+        _stop(process)
+
+
+@dataclass
+class Load:
+    good: int
+    bad: int
+    rows: int
+
+
+@pytest.fixture(scope="module")
+def load(server: str, prometheus: str) -> Iterator[Load]:
+    """300 requests to wine in 10 concurrent waves a second apart; 3 of each 30 are bad."""
+    features = [f["name"] for f in httpx.get(f"{server}/v1/models/wine").json()["features"]]
+    with httpx.Client(base_url=server, timeout=30) as client, ThreadPoolExecutor(16) as pool:
+
+        def good(i: int) -> tuple[int, int]:
+            n = 1 + i % 3  # rows in this request
+            rows = [{f: 11.0 + (i + r + j) % 4 for j, f in enumerate(features)} for r in range(n)]
+            if i % 5:
+                response = client.post("/v1/models/wine/predict", json={"instances": rows})
+            else:  # the Open Inference Protocol route counts as well
+                tensors = [
+                    {"name": f, "shape": [n, 1], "datatype": "FP32", "data": [r[f] for r in rows]}
+                    for f in features
+                ]
+                response = client.post("/v2/models/wine/infer", json={"inputs": tensors})
+            return response.status_code, n
+
+        def bad(i: int) -> int:
+            body = {"instances": [{"alcohol": "not a number"}]} if i % 2 else {"instances": []}
+            return client.post("/v1/models/wine/predict", json=body).status_code
+
+        sent = Load(good=0, bad=0, rows=0)
+        for wave in range(10):
+            started = time.monotonic()
+            answers = list(pool.map(good, range(wave * 27, wave * 27 + 27)))
+            failures = list(pool.map(bad, range(3)))
+            assert {status for status, _ in answers} == {200}
+            assert set(failures) == {400}
+            sent.good += len(answers)
+            sent.rows += sum(n for _, n in answers)
+            sent.bad += len(failures)
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+    yield sent
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "success", (expr, body)
+    return list(body["data"]["result"])
+
+
+def value(prometheus: str, expr: str) -> float | None:
+    result = query(prometheus, expr)
+    assert len(result) <= 1, (expr, result)
+    return float(result[0]["value"][1]) if result else None
+
+
+def wait_for(what: str, check: Callable[[], T | None], seconds: float = 30) -> T:
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after {seconds:.0f} s")
+        time.sleep(0.5)
+
+
+def test_raw_series_and_recording_rules_for_wine(load: Load, server: str, prometheus: str) -> None:
+    # Prometheus' last scrape holds every row the server counted.
+    rows_total = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in httpx.get(f"{server}/metrics").text.splitlines()
+        if line.startswith("kiln_rows_received_total{") and 'model="wine"' in line
+    )
+    assert rows_total == load.rows
+
+    def scraped_all() -> float | None:
+        got = value(prometheus, 'sum(kiln_rows_received_total{job="kiln", model="wine"})')
+        return got if got == rows_total else None
+
+    wait_for(f"kiln_rows_received_total of {rows_total:.0f} rows for wine", scraped_all)
+    info = query(prometheus, 'kiln_model_info{job="kiln", model="wine"}')
+    assert len(info) == 1 and info[0]["metric"]["provider"] == "CPUExecutionProvider"
+
+    recorded = {
+        name: wait_for(name, lambda name=name: value(prometheus, f'{name}{{model="wine"}}'))
+        for name in (
+            "model:bentoml_service_request:rate1m",
+            "model:bentoml_service_request:rate5m",
+            "model:kiln_rows_received:rate1m",
+            "model:kiln_request_errors:ratio_rate5m",
+            "model:kiln_inference_duration_seconds:p50_rate5m",
+            "model:kiln_inference_duration_seconds:p99_rate5m",
+            "model:bentoml_service_request_duration_seconds:p99_rate5m",
+            "model:kiln_batch_rows:mean_rate5m",
+            "model:kiln_batch_wait_seconds:p99_rate5m",
+        )
+    }
+    assert recorded["model:bentoml_service_request:rate1m"] > 0
+    assert recorded["model:bentoml_service_request:rate5m"] > 0
+    assert recorded["model:kiln_rows_received:rate1m"] > 0
+    assert 0 < recorded["model:kiln_request_errors:ratio_rate5m"] < 0.5  # 3 bad in 30
+    assert 0 < recorded["model:kiln_inference_duration_seconds:p50_rate5m"] < 5
+    assert (
+        recorded["model:kiln_inference_duration_seconds:p50_rate5m"]
+        <= recorded["model:kiln_inference_duration_seconds:p99_rate5m"]
+        < 5
+    )
+    assert 0 < recorded["model:bentoml_service_request_duration_seconds:p99_rate5m"] < 10
+    assert 1 <= recorded["model:kiln_batch_rows:mean_rate5m"] <= 64
+    assert 0 <= recorded["model:kiln_batch_wait_seconds:p99_rate5m"] < 5
+    # BentoML's counter, from which the request rate and the error ratio's denominator
+    # come, holds every inference request to wine (both routes, good and bad); Kiln's error
+    # counter every bad one.
+    for expr, expected in (
+        (
+            'sum(bentoml_service_request_total{job="kiln", endpoint=~"/v[12]/models/wine/.*"})',
+            load.good + load.bad,
+        ),
+        ('sum(kiln_request_errors_total{job="kiln", model="wine"})', load.bad),
+    ):
+        wait_for(
+            f"{expr} == {expected}",
+            lambda expr=expr, expected=expected: value(prometheus, expr) == expected or None,
+        )
+
+
+def test_rules_evaluate_without_errors_and_nothing_fires(load: Load, prometheus: str) -> None:
+    def evaluated() -> list[dict[str, Any]] | None:
+        response = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()
+        rules = [rule for group in response["data"]["groups"] for rule in group["rules"]]
+        return rules if rules and all(r["health"] != "unknown" for r in rules) else None
+
+    rules = wait_for("evaluated rules", evaluated)
+    assert {r["name"] for r in rules if r["type"] == "alerting"} == {
+        "KilnDown",
+        "KilnHighErrorRatio",
+        "KilnP99LatencyOverBudget",
+        "KilnModelNotReady",
+        "KilnBatchesQueuingPastWaitLimit",
+    }
+    broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
+    assert not broken
+    alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    firing = [a["labels"] for a in alerts if a["state"] == "firing"]
+    assert not firing
+    assert value(prometheus, 'up{job="kiln"}') == 1
+
+
+def test_every_dashboard_query_returns_data_for_wine(load: Load, prometheus: str) -> None:
+    def panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for panel in items:
+            yield panel
+            yield from panels(panel.get("panels", []))
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    targets = [
+        (panel["title"], target["refId"], target["expr"])
+        for panel in panels(dashboard["panels"])
+        for target in panel.get("targets", [])
+    ]
+    assert targets
+    for title, ref, expr in targets:
+        concrete = re.sub(r"\$\{?__rate_interval\}?", "1m", expr)
+        concrete = re.sub(r"\$\{?model\}?", "wine", concrete)
+        assert "$" not in concrete, (title, expr)
+        wait_for(
+            f"data for panel {title!r} {ref}: {concrete}",
+            lambda q=concrete: query(prometheus, q) or None,
+        )
