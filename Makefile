@@ -7,6 +7,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Deploy checkers (checkov, hadolint) pin packages that clash with the project's: own venv.
+TOOLS ?= .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+export CHECKOV ?= $(abspath $(TOOLS))/bin/checkov
+export HADOLINT ?= $(abspath $(TOOLS))/bin/hadolint
 SMS_DATA ?= ../shared/data/sms
 DEMO_SPECS := training/specs/breast-cancer.yaml training/specs/wine.yaml \
               training/specs/diabetes.yaml training/specs/churn.yaml
@@ -28,7 +33,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
-install: $(STAMP) ## Create .venv with the pinned dependencies (requirements.lock)
+install: $(STAMP) $(TOOLS_STAMP) ## Create .venv (requirements.lock) and .venv-tools (requirements-tools.lock)
+
+$(TOOLS_STAMP): requirements-tools.lock
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet -r requirements-tools.lock
+	@touch $@
 
 lock: $(STAMP) ## Re-pin requirements.lock from pyproject.toml (uv pip compile)
 	$(BIN)/pip install --quiet uv
@@ -49,10 +59,10 @@ serve: $(STAMP) ## Serve every production model on 127.0.0.1:3000 (trains the de
 demo-data: $(STAMP) ## Regenerate training/data/churn.csv (deterministic)
 	$(BIN)/python -m training.demo_data
 
-test: $(STAMP) ## Run every test (slow ones included), as CI does
+test: $(STAMP) $(TOOLS_STAMP) ## Run every test (slow ones included), as CI does
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## Run the tests not marked slow
+test-fast: $(STAMP) $(TOOLS_STAMP) ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Check style and formatting (ruff)
@@ -69,4 +79,4 @@ typecheck: $(STAMP) ## Type-check the packages (mypy)
 check: lint typecheck test ## Lint, type-check and test
 
 clean: ## Remove the virtual environment and caches (not the model store)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache *.egg-info
