@@ -10,18 +10,12 @@ answer for wine, with sane values. Loopback only; both processes are killed at t
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -29,6 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.servers import free_port, kiln_server, start, stop, wait_ready
 
 PROMETHEUS = shutil.which("prometheus")
 MONITORING = REPO / "deploy" / "monitoring"
@@ -46,70 +41,13 @@ pytestmark = [
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
-
-
-def _start(
-    args: list[str], log: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen(
-            args,
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"{log.stem} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"{log.stem} not ready in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def server(
     served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    port = free_port()
     log = tmp_path_factory.mktemp("kiln") / "server.log"
-    env = {
-        **os.environ,
-        "KILN_SERVE_MODELS": '["churn", "wine", "diabetes"]',
-        "KILN_SERVE_BATCH": '{"max_batch_rows": 64, "max_wait_ms": 10}',
-    }
-    bentoml = Path(sys.executable).parent / "bentoml"
-    process = _start([str(bentoml), "serve", "--host", "127.0.0.1", "--port", str(port)], log, env)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(f"{url}/readyz", process, log, 90)
+    with kiln_server(served_models, log) as url:
         yield url
-    finally:
-        _stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +68,7 @@ def prometheus(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     (home / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     log = home / "prometheus.log"
-    process = _start(
+    process = start(
         [
             PROMETHEUS,
             f"--config.file={home / 'prometheus.yml'}",
@@ -141,10 +79,10 @@ def prometheus(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(f"{url}/-/ready", process, log, 30)
+        wait_ready(f"{url}/-/ready", process, log, 30)
         yield url
     finally:
-        _stop(process)
+        stop(process)
 
 
 @dataclass

@@ -7,17 +7,9 @@ test store; both protocols, tritonclient with its default binary tensors, batchi
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,61 +17,19 @@ import numpy as np
 import pytest
 
 from service import Predictor
-from tests.conftest import CHURN_ROW, REPO
+from tests.conftest import CHURN_ROW
+from tests.servers import kiln_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(
     served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {
-        **os.environ,
-        "KILN_SERVE_MODELS": json.dumps([m.tag for m in served_models.values()]),
-        "KILN_SERVE_BATCH": '{"max_batch_rows": 64, "max_wait_ms": 10}',
-        "KILN_SERVE_MAX_BODY_BYTES": "1048576",
-    }
-    bentoml = Path(sys.executable).parent / "bentoml"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(bentoml), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with kiln_server(served_models, log, KILN_SERVE_MAX_BODY_BYTES="1048576") as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
 
 
 def test_health_and_model_list(server: str, served_models: dict[str, Any]) -> None:

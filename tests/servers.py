@@ -1,0 +1,84 @@
+"""Starting and stopping real servers for tests: loopback only, bounded waits, always stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+
+__all__ = ["free_port", "kiln_server", "start", "stop", "wait_ready"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``args`` in its own process group from the repository root, output to ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, SIGKILL it after 20 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, seconds: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the log's tail if the process dies."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{log.stem} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{log.stem} not ready in {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@contextmanager
+def kiln_server(served_models: dict[str, Any], log: Path, **settings: str) -> Iterator[str]:
+    """`bentoml serve` from the repository root, as a user runs it, serving exactly the
+    versions in ``served_models``; yields its URL once /readyz answers 200."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "KILN_SERVE_MODELS": json.dumps([m.tag for m in served_models.values()]),
+        "KILN_SERVE_BATCH": '{"max_batch_rows": 64, "max_wait_ms": 10}',
+        **settings,
+    }
+    bentoml = Path(sys.executable).parent / "bentoml"
+    process = start([str(bentoml), "serve", "--host", "127.0.0.1", "--port", str(port)], log, env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(f"{url}/readyz", process, log, 90)
+        yield url
+    finally:
+        stop(process)
