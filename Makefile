@@ -80,3 +80,37 @@ check: lint typecheck test ## Lint, type-check and test
 
 clean: ## Remove the virtual environment and caches (not the model store)
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# Containers (README, "Containers"): one Dockerfile (deploy/docker/Dockerfile) for both images.
+# The build context is $(CONTEXT): the exported Bento (`make build`) and optional wheels.
+CONTEXT ?= build/container
+DOCKER ?= docker
+IMAGE ?= kiln
+BASE_IMAGE ?= python:3.11-slim-bookworm
+GPU_BASE_IMAGE ?= nvidia/cuda:13.2.1-cudnn-runtime-ubuntu24.04
+# requirements-serve.lock pins onnxruntime 1.32.0, which has no onnxruntime-gpu release:
+# the newest onnxruntime-gpu, built for CUDA 13 and cuDNN 9 (hence GPU_BASE_IMAGE).
+ORT_GPU_PACKAGE ?= onnxruntime-gpu==1.31.1
+# A directory of wheels for the image's Python: pip then installs from it, without an index.
+WHEELS ?=
+DOCKER_BUILD_ARGS ?=
+
+.PHONY: build containerize containerize-gpu
+
+build: $(STAMP) ## Build the Bento (service, pinned packages, production models) into build/container
+	$(BIN)/python -m deploy.bento --output $(CONTEXT)/bento
+
+# $(1): base image, $(2): the requirement replacing onnxruntime (empty: as locked), $(3): tag.
+define container_image
+	rm -rf $(CONTEXT)/wheels && mkdir -p $(CONTEXT)/wheels
+	$(if $(WHEELS),cp -l $(WHEELS)/*.whl $(CONTEXT)/wheels/ 2>/dev/null || cp $(WHEELS)/*.whl $(CONTEXT)/wheels/)
+	$(DOCKER) build --file deploy/docker/Dockerfile --tag $(IMAGE):$(3) \
+	  --build-arg BASE_IMAGE=$(1) --build-arg ORT_PACKAGE=$(2) \
+	  --build-arg BENTO_TAG="$$(cat $(CONTEXT)/bento.tag)" $(DOCKER_BUILD_ARGS) $(CONTEXT)
+endef
+
+containerize: build ## Build the CPU image kiln:cpu (BASE_IMAGE=, WHEELS=dir of wheels)
+	$(call container_image,$(BASE_IMAGE),,cpu)
+
+containerize-gpu: build ## Build the GPU image kiln:gpu (onnxruntime-gpu on GPU_BASE_IMAGE)
+	$(call container_image,$(GPU_BASE_IMAGE),$(ORT_GPU_PACKAGE),gpu)
