@@ -95,7 +95,7 @@ ORT_GPU_PACKAGE ?= onnxruntime-gpu==1.31.1
 WHEELS ?=
 DOCKER_BUILD_ARGS ?=
 
-.PHONY: build containerize containerize-gpu
+.PHONY: build containerize containerize-gpu containerize-train
 
 build: $(STAMP) ## Build the Bento (service, pinned packages, production models) into build/container
 	$(BIN)/python -m deploy.bento --output $(CONTEXT)/bento
@@ -114,3 +114,7 @@ containerize: build ## Build the CPU image kiln:cpu (BASE_IMAGE=, WHEELS=dir of 
 
 containerize-gpu: build ## Build the GPU image kiln:gpu (onnxruntime-gpu on GPU_BASE_IMAGE)
 	$(call container_image,$(GPU_BASE_IMAGE),$(ORT_GPU_PACKAGE),gpu)
+
+containerize-train: ## Build the training image kiln-train:cpu (for the retraining CronJob)
+	$(DOCKER) build --file deploy/docker/Dockerfile.train --tag $(IMAGE)-train:cpu \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) $(DOCKER_BUILD_ARGS) .

@@ -321,7 +321,8 @@ def test_retraining_cronjob(rendered: dict[str, list[Doc]]) -> None:
         assert job["backoffLimit"] == 1
         pod = job["template"]["spec"]
         (container,) = pod["containers"]
-        assert container["command"] == ["kiln", "train", "/specs/breast-cancer.yaml"]
+        assert "command" not in container  # the image's entrypoint is the kiln command
+        assert container["args"] == ["train", "/specs/breast-cancer.yaml"]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["BENTOML_HOME"] == "/models"
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
