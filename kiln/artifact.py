@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kiln.errors import ArtifactError
 
 __all__ = [
+    "HOLDOUT_FILE",
+    "HOLDOUT_READABLE_VERSIONS",
+    "HOLDOUT_SCHEMA_VERSION",
     "METADATA_FILE",
     "MODEL_FILE",
     "READABLE_VERSIONS",
@@ -29,10 +32,12 @@ __all__ = [
     "DataFile",
     "Evaluation",
     "Feature",
+    "FeatureImportance",
     "FeatureKind",
     "FeatureStats",
     "Gate",
     "GateCheck",
+    "Holdout",
     "ModelMetadata",
     "Output",
     "Provenance",
@@ -40,7 +45,9 @@ __all__ = [
     "Task",
     "Verification",
     "file_sha256",
+    "read_holdout",
     "read_metadata",
+    "write_holdout",
     "write_metadata",
 ]
 
@@ -48,6 +55,11 @@ SCHEMA_VERSION = 1
 READABLE_VERSIONS: tuple[int, ...] = (1,)
 METADATA_FILE = "kiln.json"
 MODEL_FILE = "model.onnx"
+# holdout.json: predictions on the holdout and feature importance, for reports (versioned on
+# its own; models registered before it existed have none). Serving never reads it.
+HOLDOUT_FILE = "holdout.json"
+HOLDOUT_SCHEMA_VERSION = 1
+HOLDOUT_READABLE_VERSIONS: tuple[int, ...] = (1,)
 
 Label = str | int | float | bool
 
@@ -202,6 +214,41 @@ class ModelMetadata(_Doc):
         return f"{self.name}:{self.version}"
 
 
+class FeatureImportance(_Doc):
+    feature: str = Field(description="Raw feature (column), as in the data file.")
+    mean: float = Field(description="Mean drop of the score when the feature is shuffled.")
+    std: float
+
+
+class Holdout(_Doc):
+    """Predictions on the holdout and permutation feature importance, kept for reports.
+
+    Written next to ``kiln.json`` at registration so a report can be rebuilt from the store
+    alone; serving never reads it. Row lists are aligned: row ``i`` of ``y_true``, ``y_pred``
+    and ``scores`` is the same holdout row.
+    """
+
+    schema_version: int = HOLDOUT_SCHEMA_VERSION
+    holdout_rows: int = Field(description="Rows in the holdout split.")
+    rows: int = Field(description="Rows stored here: the holdout, or a seeded sample of it.")
+    classes: list[Label] | None = Field(default=None, description="Column order of `scores`.")
+    y_true: list[Label]
+    y_pred: list[Label] = Field(description="Predicted class, or predicted value (regressors).")
+    scores: list[list[float]] | None = Field(
+        default=None, description="Per-class probabilities or decision scores (classifiers)."
+    )
+    score_kind: Literal["probabilities", "scores"] | None = None
+    train_class_counts: list[int] | None = Field(
+        default=None, description="Training rows per class, in `classes` order."
+    )
+    importance: list[FeatureImportance] | None = Field(
+        default=None, description="Permutation importance on raw features; None if not measured."
+    )
+    importance_scoring: str | None = None
+    importance_rows: int = 0
+    importance_repeats: int = 0
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -245,3 +292,36 @@ def read_metadata(directory: Path, tag: str | None = None) -> ModelMetadata:
         raise ArtifactError(
             tag, f"{METADATA_FILE} does not match schema {version}: {exc}"
         ) from None
+
+
+def write_holdout(doc: Holdout, directory: Path) -> Path:
+    path = directory / HOLDOUT_FILE
+    path.write_text(doc.model_dump_json() + "\n", encoding="utf-8")
+    return path
+
+
+def read_holdout(directory: Path, tag: str | None = None) -> Holdout | None:
+    """Read ``holdout.json`` in ``directory``; None when absent (models registered before it)."""
+    tag = tag or directory.name
+    path = directory / HOLDOUT_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(tag, f"{HOLDOUT_FILE} is unreadable: {exc}") from None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ArtifactError(tag, f"{HOLDOUT_FILE} has no integer schema_version")
+    if version not in HOLDOUT_READABLE_VERSIONS:
+        newer = version > max(HOLDOUT_READABLE_VERSIONS)
+        hint = "written by a newer Kiln; upgrade Kiln to read it" if newer else "no longer read"
+        raise ArtifactError(
+            tag,
+            f"holdout schema version {version} is not readable by this Kiln "
+            f"(reads {', '.join(map(str, HOLDOUT_READABLE_VERSIONS))}): {hint}",
+        )
+    try:
+        return Holdout.model_validate(raw)
+    except ValidationError as exc:
+        raise ArtifactError(tag, f"{HOLDOUT_FILE} does not match schema {version}: {exc}") from None

@@ -12,7 +12,10 @@ plane, encode the answer. Every Kiln error becomes ``{"error": message}`` with i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from importlib import metadata as importlib_metadata
 from typing import Any
 
@@ -94,9 +97,27 @@ def _v2_metadata(served: ServedModel) -> dict[str, Any]:
     }
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the app runs, the data plane watches for newly promoted production versions."""
+    plane: DataPlane | None = getattr(app.state, "dataplane", None)
+    watcher = None
+    if plane is not None and plane.settings.poll_seconds > 0:
+        watcher = asyncio.create_task(plane.watch(), name="kiln-production-watch")
+    try:
+        yield
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
 def create_app() -> FastAPI:
     """The routes; the data plane is attached later as ``app.state.dataplane``."""
-    app = FastAPI(title="Kiln", summary="scikit-learn models served with ONNX Runtime")
+    app = FastAPI(
+        title="Kiln", summary="scikit-learn models served with ONNX Runtime", lifespan=_lifespan
+    )
 
     @app.exception_handler(KilnError)
     async def kiln_error(_: Request, exc: KilnError) -> Response:
@@ -242,5 +263,11 @@ def create_app() -> FastAPI:
             media_type="application/octet-stream",
             headers={HEADER_LENGTH: str(header_length)},
         )
+
+    # -- The try-it page (GET /try): a web page over the JSON records API ----------------
+
+    from service.ui import router as try_page
+
+    app.include_router(try_page)
 
     return app

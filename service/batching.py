@@ -86,6 +86,7 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kiln-{name}")
+        self._busy = False
 
     @property
     def queued_rows(self) -> int:
@@ -151,7 +152,11 @@ class Batcher:
                     break
             batch = self._take()
             if batch:
-                await self._call(loop, batch)
+                self._busy = True
+                try:
+                    await self._call(loop, batch)
+                finally:
+                    self._busy = False
 
     async def _call(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -176,6 +181,11 @@ class Batcher:
         self._on_batch(
             BatchStats(rows, len(batch), [started - p.queued_at for p in batch], seconds)
         )
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far has been answered."""
+        while self._queue or self._busy:
+            await asyncio.sleep(0.005)
 
     async def close(self) -> None:
         if self._task is not None:

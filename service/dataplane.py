@@ -6,6 +6,7 @@ columns and calls :meth:`DataPlane.infer`; everything after decoding is here, wr
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from kiln.errors import (
     ModelNotReady,
     Overloaded,
 )
+from kiln.production import production_model
 from kiln.store import StoredModel, get_model, list_models
 from service.batching import Batcher, BatchStats, Columns, Outputs
 from service.metrics import Metrics
@@ -32,18 +34,24 @@ __all__ = ["DataPlane", "ServedModel", "check_columns", "error_reason", "select_
 log = logging.getLogger("kiln.service")
 
 
+def _production(name: str) -> StoredModel:
+    found = production_model(name)
+    if found is None:
+        raise ModelNotFound(f"{name} (no version passed its quality gate)")
+    return found
+
+
 def select_models(settings: ServingSettings) -> list[StoredModel]:
-    """The settings' explicit list, else each model's newest version that passed its gate."""
+    """The production version of each model (the promoted one, else the newest that passed
+    its gate), or the settings' explicit list: `NAME` follows production, `NAME:VERSION` is
+    pinned."""
     if settings.models:
-        return [get_model(ref) for ref in settings.models]
+        return [get_model(ref) if ":" in ref else _production(ref) for ref in settings.models]
     models, problems = list_models()
     for problem in problems:
         log.error("skipping an unreadable model: %s", problem)
-    chosen: dict[str, StoredModel] = {}
-    for model in models:  # newest first within each name
-        if model.stage is Stage.candidate and model.metadata.name not in chosen:
-            chosen[model.metadata.name] = model
-    return list(chosen.values())
+    names = sorted({m.metadata.name for m in models if m.stage is Stage.candidate})
+    return [_production(name) for name in names]
 
 
 def error_reason(exc: BaseException) -> str:
@@ -127,6 +135,8 @@ class DataPlane:
         self.metrics = metrics
         self.models: dict[str, ServedModel] = {}
         self.failed: dict[str, str] = {}
+        self.pinned = {ref.split(":")[0] for ref in settings.models if ":" in ref}
+        self.providers: list[str] = []
 
     @classmethod
     def load(cls, settings: ServingSettings, metrics: Metrics | None = None) -> DataPlane:
@@ -145,19 +155,26 @@ class DataPlane:
                 "require_gpu is set but the CUDA execution provider is not available "
                 f"(available: {', '.join(default_providers())})"
             )
+        plane.providers = providers
         for stored in select_models(settings):
             plane.add(stored, providers)
         if not plane.models:
             log.warning("no model to serve: train one (make train) or set KILN_SERVE_MODELS")
         return plane
 
-    def add(self, stored: StoredModel, providers: list[str]) -> ServedModel:
+    def _open(self, stored: StoredModel, providers: list[str]) -> ModelRuntime:
         runtime = ModelRuntime(stored, providers, self.settings.intra_op_threads)
         if self.settings.require_gpu and runtime.providers.provider != CUDA:
             raise KilnError(
                 f"require_gpu is set but {stored.tag} runs on {runtime.providers.provider}"
             )
         runtime.warm_up()
+        return runtime
+
+    def add(self, stored: StoredModel, providers: list[str]) -> ServedModel:
+        return self._serve(self._open(stored, providers))
+
+    def _serve(self, runtime: ModelRuntime) -> ServedModel:
         limits = self.settings.limits_for(runtime.name)
         batcher = Batcher(
             runtime.name,
@@ -168,9 +185,19 @@ class DataPlane:
             on_batch=functools.partial(self._observe_batch, runtime),
         )
         served = ServedModel(runtime, batcher)
-        self.models[runtime.name] = served
+        previous = self.models.get(runtime.name)
+        self.models[runtime.name] = served  # new requests go to the new version from here on
         if self.metrics:
             meta = runtime.metadata
+            if previous is not None:
+                old = previous.metadata
+                self.metrics.info.labels(
+                    old.name,
+                    old.version,
+                    str(old.provenance.opset.get("", "")),
+                    previous.runtime.providers.provider,
+                    old.task.value,
+                ).set(0)
             self.metrics.info.labels(
                 runtime.name,
                 runtime.version,
@@ -229,6 +256,40 @@ class DataPlane:
             for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
                 self.metrics.predictions.labels(name, served.version, str(label)).inc(count)
         return served, outputs
+
+    async def refresh(self) -> list[str]:
+        """Swap in any newly promoted production version; return the tags swapped in.
+
+        The new version is opened and warmed up on a thread while the old one keeps
+        serving; then new requests go to the new version, and the old one finishes what it
+        had queued before it is closed. Nothing in flight is dropped.
+        """
+        names = set(self.models) - self.pinned
+        if not self.settings.models:  # serving everything: models promoted since start too
+            names |= {m.metadata.name for m in list_models()[0] if m.stage is Stage.candidate}
+        swapped: list[str] = []
+        for name in sorted(names):
+            target = production_model(name)
+            served = self.models.get(name)
+            if target is None or (served and served.version == target.metadata.version):
+                continue
+            runtime = await asyncio.to_thread(self._open, target, self.providers)
+            self._serve(runtime)
+            swapped.append(target.tag)
+            log.info("now serving %s (was %s)", target.tag, served.version if served else "none")
+            if served is not None:
+                await served.batcher.drain()
+                await served.batcher.close()
+        return swapped
+
+    async def watch(self) -> None:
+        """Poll for production changes every `poll_seconds`, for as long as the service runs."""
+        while True:
+            await asyncio.sleep(self.settings.poll_seconds)
+            try:
+                await self.refresh()
+            except Exception:  # a bad new version must not stop the old one serving
+                log.exception("could not swap in a new production version")
 
     async def close(self) -> None:
         for served in self.models.values():

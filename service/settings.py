@@ -61,6 +61,10 @@ class ServingSettings(BaseSettings):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger is answered 413."""
 
+    poll_seconds: float = Field(default=30.0, ge=0)
+    """How often to look for a newly promoted production version and swap it in without
+    dropping requests (0: never; models pinned as NAME:VERSION never change)."""
+
     unknown_features: Literal["reject", "ignore"] = "reject"
     """What to do with a feature or input the model does not know: answer 400, or drop it."""
 

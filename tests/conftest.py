@@ -32,6 +32,7 @@ def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every test run gets its own model store; the user's ~/bentoml is never touched."""
     home = tmp_path_factory.mktemp("bentoml")
     os.environ["BENTOML_HOME"] = str(home)
+    os.environ["KILN_TRAIN_REPORTS_DIR"] = str(tmp_path_factory.mktemp("reports"))
     return home
 
 

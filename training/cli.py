@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -152,16 +152,23 @@ def list_models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Every registered model version, newest first, with its headline metrics."""
+    from kiln.production import production_model
     from kiln.store import list_models as stored_models
 
     with _errors():
         models, problems = stored_models()
+        production = {
+            found.tag
+            for name in {m.metadata.name for m in models}
+            if (found := production_model(name)) is not None
+        }
     if as_json:
         rows = [
             {
                 "tag": m.tag,
                 "task": m.metadata.task.value,
                 "stage": m.stage.value,
+                "production": m.tag in production,
                 "estimator": m.metadata.estimator,
                 "created_at": m.metadata.provenance.created_at.isoformat(),
                 "metrics": m.metadata.evaluation.metrics,
@@ -190,7 +197,7 @@ def list_models(
             meta.version,
             meta.task.value,
             meta.estimator,
-            meta.stage.value,
+            meta.stage.value + (" [bold green](production)[/]" if m.tag in production else ""),
             f"{key} {_fmt(meta.evaluation.metrics.get(key))}",
             _fmt(meta.evaluation.baseline.get(key)),
             meta.provenance.created_at.strftime("%Y-%m-%d %H:%M"),
@@ -206,10 +213,14 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metadata document.")] = False,
 ) -> None:
     """Everything recorded about one model version."""
+    from kiln.production import production_model, read_decision
     from kiln.store import get_model
 
     with _errors():
-        meta = get_model(ref).metadata
+        stored = get_model(ref)
+        meta = stored.metadata
+        decision = read_decision(stored)
+        live = production_model(meta.name)
     if as_json:
         out.print_json(meta.model_dump_json())
         return
@@ -253,6 +264,231 @@ def show(
         "libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(prov.libraries.items())),
         highlight=False,
     )
+    in_production = live is not None and live.tag == meta.tag
+    out.print(f"production: {'yes' if in_production else 'no'}", highlight=False)
+    if decision is not None:
+        _print_decision(decision)
+
+
+@app.command()
+def retrain(
+    spec_path: Annotated[Path, typer.Argument(help="Spec file (YAML).", show_default=False)],
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", "-d", help="All the data, old and new (default: the spec's)."),
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Poll the spec's data paths; retrain on new files.")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls (--watch).")] = 60.0,
+    max_runs: Annotated[
+        int | None, typer.Option(help="Stop --watch after this many retraining runs.")
+    ] = None,
+) -> None:
+    """Train a challenger on all data; promote it if it beats (or matches) production."""
+    from training.retrain import retrain as run_retrain
+    from training.retrain import watch as run_watch
+    from training.settings import TrainingSettings
+    from training.spec import load_spec
+
+    with _errors():
+        settings = TrainingSettings()
+        spec = load_spec(spec_path)
+    if watch:
+        if data:
+            err.print("[bold red]error:[/] --watch polls the spec's data paths; drop --data")
+            raise typer.Exit(2)
+        err.print(f"watching {', '.join(spec.data.paths)} every {interval:g} s", highlight=False)
+        run_watch(
+            spec,
+            spec_path=spec_path,
+            interval=interval,
+            max_runs=max_runs,
+            settings=settings,
+            on_decision=_print_decision,
+            on_error=lambda exc: err.print(f"[bold red]error:[/] {exc}", highlight=False),
+        )
+        return
+    with _errors(), _progress(spec.name, settings.progress) as step:
+        decision = run_retrain(
+            spec, spec_path=spec_path, data=data, settings=settings, on_step=step
+        )
+    _print_decision(decision)
+
+
+def _print_decision(decision: Any) -> None:
+    verdict = "[green]promoted[/]" if decision.promoted else "[yellow]not promoted[/]"
+    who = decision.challenger or "no challenger"
+    out.print(f"{who}: {verdict}", highlight=False)
+    for reason in decision.reasons:
+        out.print(f"  - {reason}", highlight=False)
+
+
+@models_app.command("promote")
+def promote(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION.", show_default=False)],
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "promoted by hand",
+) -> None:
+    """Make NAME:VERSION the production version (the old one stays in the store)."""
+    from kiln.production import promote as do_promote
+
+    with _errors():
+        record = do_promote(ref, reason)
+    out.print(f"{record.name}: production is now {record.version}", highlight=False)
+
+
+@models_app.command("rollback")
+def rollback(
+    name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
+) -> None:
+    """Put back the version that was in production before the current one."""
+    from kiln.production import rollback as do_rollback
+
+    with _errors():
+        record = do_rollback(name)
+    out.print(f"{record.name}: production is back to {record.version}", highlight=False)
+
+
+@app.command()
+def predict(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION.", show_default=False)],
+    input_path: Annotated[
+        Path,
+        typer.Option(
+            "--input", "-i", help="CSV, TSV or Parquet file to score.", show_default=False
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Scores to write: .csv or .parquet.", show_default=False
+        ),
+    ],
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects", help="Refused rows and why (default: <output stem>.rejects.csv)."
+        ),
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(
+            "--id-column",
+            help="Column to carry to the output (default: id, or a column ending in _id).",
+        ),
+    ] = None,
+    chunk_rows: Annotated[
+        int, typer.Option("--chunk-rows", min=1, help="Rows read and scored at a time.")
+    ] = 50_000,
+) -> None:
+    """Score a CSV or Parquet file of any size, in chunks: id, prediction, class probabilities."""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from training.batch import ScoreSummary, estimate_rows, score_file
+
+    def run(on_progress: Callable[[int], None]) -> ScoreSummary:
+        return score_file(
+            ref,
+            input_path,
+            output,
+            rejects=rejects,
+            id_column=id_column,
+            chunk_rows=chunk_rows,
+            on_progress=on_progress,
+        )
+
+    with _errors():
+        if err.is_terminal:
+            columns = (
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.completed:,.0f} rows"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=err) as bar:
+                task = bar.add_task(ref, total=estimate_rows(input_path))  # CSV: an estimate
+
+                def advance(rows: int) -> None:
+                    bar.advance(task, rows)
+                    state = bar.tasks[0]
+                    if state.total is not None and state.completed > state.total:
+                        bar.update(task, total=state.completed)
+
+                summary = run(advance)
+                bar.update(task, total=summary.rows, completed=summary.rows)
+        else:  # CI logs: a line every few seconds
+            started = last = time.monotonic()
+            done = 0
+
+            def line(rows: int) -> None:
+                nonlocal done, last
+                done += rows
+                now = time.monotonic()
+                if now - last >= 5:
+                    last = now
+                    rate = done / (now - started)
+                    err.print(f"{ref}: {done:,} rows read ({rate:,.0f} rows/s)", highlight=False)
+
+            summary = run(line)
+    out.print(
+        f"scored {summary.scored:,} of {summary.rows:,} rows with {summary.model} in "
+        f"{summary.seconds:.1f} s ({summary.rows_per_second:,.0f} rows/s) -> {summary.output}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if summary.rejected:
+        out.print(
+            f"[yellow]{summary.rejected:,} rows rejected[/] (reasons in {summary.rejects})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        out.print("no row rejected", highlight=False)
+
+
+@app.command()
+def report(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION.", show_default=False)],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Directory to write report.html into (default: <reports dir>/<name>-<version>, "
+            "the reports dir from KILN_TRAIN_REPORTS_DIR, default reports).",
+            show_default=False,
+        ),
+    ] = None,
+    pdf: Annotated[
+        bool, typer.Option("--pdf", help="Also print it to report.pdf (needs Chromium).")
+    ] = False,
+) -> None:
+    """Write a model's client report: one self-contained HTML page (and a PDF with --pdf)."""
+    from kiln.store import get_model
+    from training.report import write_pdf, write_report
+    from training.settings import TrainingSettings
+
+    with _errors():
+        stored = get_model(ref)
+        meta = stored.metadata
+        directory = out_dir or (
+            (TrainingSettings().reports_dir or Path("reports")) / f"{meta.name}-{meta.version}"
+        )
+        html_path = write_report(stored, directory)
+        out.print(f"report for {meta.tag}: {html_path}", highlight=False, soft_wrap=True)
+        if pdf:
+            out.print(f"pdf: {write_pdf(html_path)}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

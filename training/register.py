@@ -22,13 +22,16 @@ from kiln.artifact import (
     Feature,
     FeatureStats,
     Gate,
+    Holdout,
     ModelMetadata,
     Output,
     Provenance,
     Stage,
     Task,
     Verification,
+    read_holdout,
     read_metadata,
+    write_holdout,
     write_metadata,
 )
 from kiln.store import StoredModel, get_model, new_model
@@ -101,8 +104,12 @@ def register(
     spec: dict[str, Any],
     spec_path: str | None,
     opset: dict[str, int],
+    holdout: Holdout | None = None,
 ) -> StoredModel:
-    """Store ``onnx`` and its metadata as a new version of ``name``; return what was stored."""
+    """Store ``onnx`` and its metadata as a new version of ``name``; return what was stored.
+
+    ``holdout`` (predictions and feature importance, for reports) is written beside them.
+    """
     commit, dirty = git_state(Path(__file__).resolve().parent)
     stage = Stage.candidate if gate.passed else Stage.rejected
     with new_model(name, labels={"stage": stage.value, "task": task.value}) as (version, directory):
@@ -138,4 +145,7 @@ def register(
         )
         write_metadata(meta, directory)
         read_metadata(directory, f"{name}:{version}")  # what serving will read must read back
+        if holdout is not None:
+            write_holdout(holdout, directory)
+            read_holdout(directory, f"{name}:{version}")
     return get_model(f"{name}:{version}")

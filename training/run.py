@@ -7,6 +7,7 @@ order and reports progress through a callback. Everything that can be checked wi
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,14 @@ from training.data import Dataset, load_dataset, resolve_paths
 from training.estimators import ESTIMATORS, score_kind
 from training.evaluate import check_gate, evaluate
 from training.export import export_onnx, verify
+from training.holdout import holdout_document
 from training.pipeline import build_pipeline, categories_seen, estimator_params
 from training.register import register
 from training.settings import TrainingSettings
 from training.spec import Spec
 from training.stats import feature_stats
 
-__all__ = ["Split", "load_checked", "split", "train"]
+__all__ = ["Split", "load_checked", "split", "train", "write_training_report"]
 
 Step = Callable[[str], None]
 
@@ -118,6 +120,10 @@ def train(
         positive_class=spec.evaluation.positive_class,
     )
     gate = check_gate(spec.gate, evaluation.metrics)
+    on_step("Measuring which features drive its answers")
+    holdout = holdout_document(
+        pipeline, spec.task, parts.y_train, parts.X_test, parts.y_test, seed=spec.evaluation.seed
+    )
 
     on_step("Exporting to ONNX")
     kind = score_kind(ESTIMATORS[spec.estimator.type], spec.estimator.probabilities)
@@ -152,7 +158,7 @@ def train(
     )
     resolved = spec.model_dump(mode="json")
     resolved["data"]["paths"] = [f.source for f in dataset.files if not spec.data.sklearn]
-    return register(
+    stored = register(
         name=spec.name,
         task=spec.task,
         target=spec.target,
@@ -171,4 +177,27 @@ def train(
         spec=resolved,
         spec_path=str(spec_path) if spec_path else None,
         opset=settings.target_opset,
+        holdout=holdout,
     )
+    if settings.reports_dir is not None:
+        on_step("Writing the report")
+        write_training_report(stored, settings.reports_dir)
+    return stored
+
+
+def write_training_report(stored: StoredModel, reports_dir: Path) -> Path | None:
+    """Write ``<reports_dir>/<name>-<version>/report.html`` and print its path on stderr.
+
+    The model is registered by then, so a report that fails is reported, not raised: the
+    run still succeeds, and ``kiln report`` can write it again from the store.
+    """
+    meta = stored.metadata
+    try:
+        from training.report import write_report
+
+        path = write_report(stored, reports_dir / f"{meta.name}-{meta.version}")
+    except Exception as exc:
+        print(f"{meta.name}: no report written: {exc}", file=sys.stderr)
+        return None
+    print(f"{meta.name}: report {path}", file=sys.stderr)
+    return path

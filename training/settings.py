@@ -5,7 +5,9 @@ The model store location is BentoML's own ``BENTOML_HOME`` (default ``~/bentoml`
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["TrainingSettings"]
@@ -27,6 +29,17 @@ class TrainingSettings(BaseSettings):
 
     progress: bool = True
     """Show a live status of each step on stderr (turned off when stderr is not a terminal)."""
+
+    reports_dir: Path | None = Path("reports")
+    """Where each training run writes its report (``<dir>/<name>-<version>/report.html``);
+    ``none`` or empty: no report."""
+
+    @field_validator("reports_dir", mode="before")
+    @classmethod
+    def _no_reports(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        return value
 
     @property
     def target_opset(self) -> dict[str, int]:

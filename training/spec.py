@@ -21,11 +21,13 @@ from training.estimators import ESTIMATORS
 __all__ = [
     "BUNDLED_DATASETS",
     "CLASSIFICATION_METRICS",
+    "LOWER_IS_BETTER",
     "REGRESSION_METRICS",
     "DataSpec",
     "EstimatorSpec",
     "EvaluationSpec",
     "GateRule",
+    "PromotionSpec",
     "Spec",
     "TextSpec",
     "ToleranceSpec",
@@ -197,6 +199,25 @@ class GateRule(_Spec):
         return f"{self.metric} {self.op} {self.threshold:g}"
 
 
+class PromotionSpec(_Spec):
+    """When `kiln retrain` replaces the production model (the champion) by a new one."""
+
+    metric: str | None = Field(
+        default=None,
+        description="Metric both models are compared on, on the same holdout (default: "
+        "roc_auc for classification, r2 for regression).",
+    )
+    margin: float = Field(
+        default=0.0, ge=0, description="How much worse than the champion a challenger may be."
+    )
+
+    def metric_for(self, task: Task) -> str:
+        return self.metric or ("roc_auc" if task is Task.classification else "r2")
+
+
+LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
+
+
 class Spec(_Spec):
     name: str = Field(description="Model name in the store: lower case, digits, . _ -")
     description: str = ""
@@ -213,6 +234,7 @@ class Spec(_Spec):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     tolerance: ToleranceSpec = Field(default_factory=ToleranceSpec)
     gate: Annotated[list[GateRule], Field(default_factory=list)]
+    promotion: PromotionSpec = Field(default_factory=lambda: PromotionSpec())
 
     @field_validator("name")
     @classmethod
@@ -279,6 +301,10 @@ def _cross_field_problems(spec: Spec) -> list[tuple[str, str]]:
                     f"{rule.metric!r} is not a {spec.task.value} metric; known: {', '.join(known)}",
                 )
             )
+    if spec.promotion.metric is not None and spec.promotion.metric not in known:
+        problems.append(
+            ("promotion.metric", f"{spec.promotion.metric!r} is not a {spec.task.value} metric")
+        )
     if spec.task is Task.regression and spec.evaluation.positive_class is not None:
         problems.append(("evaluation.positive_class", "only for classification"))
     return problems

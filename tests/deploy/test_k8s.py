@@ -322,7 +322,7 @@ def test_retraining_cronjob(rendered: dict[str, list[Doc]]) -> None:
         pod = job["template"]["spec"]
         (container,) = pod["containers"]
         assert "command" not in container  # the image's entrypoint is the kiln command
-        assert container["args"] == ["train", "/specs/breast-cancer.yaml"]
+        assert container["args"] == ["retrain", "/specs/breast-cancer.yaml"]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["BENTOML_HOME"] == "/models"
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}

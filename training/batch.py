@@ -1,0 +1,580 @@
+"""Batch scoring: a CSV or Parquet file of any size through one model, chunk by chunk.
+
+    from training.batch import score_file
+    summary = score_file("churn", Path("customers.csv"), Path("scores.parquet"))
+
+The file is read ``chunk_rows`` rows at a time and only one chunk is held in memory, whatever
+the file's size. Each chunk is checked by the rules of the service (``POST .../predict`` and
+the in-process Predictor), vectorised: a row with a value the service would refuse (text in a
+numeric column, an infinite or float32-overflowing number, a non-string in a categorical
+column) goes to the rejects file with the reason, the others are typed exactly as the service
+types them (float32 with NaN for missing numbers, strings with "" for missing categories and
+text) and scored by ONNX Runtime, one batch per chunk (cut into one slice per core, which
+keeps the answers the service's bit for bit: see :class:`_Inference`). Values are read from
+the file the way training reads it (``training/data.py``): a file that trained a model scores
+with it, and a CSV's numbers are its text.
+
+Outputs are written to temporary files next to the requested ones and renamed into place at
+the end: an error (an unreadable line, a failing model) leaves no half-written output behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from kiln.artifact import FeatureKind, ModelMetadata, Task
+from kiln.errors import DataError, InvalidInput
+from kiln.store import get_model
+from service.dataplane import check_columns
+from service.runtime import ModelRuntime, default_providers
+
+__all__ = ["ScoreSummary", "default_rejects_path", "estimate_rows", "score_file"]
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_SHOWN = 40  # longest value shown in a reason, as the service shows it
+_CSV_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "csv"}
+_PARQUET_SUFFIXES = {".parquet", ".pq"}
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    """What one :func:`score_file` run did."""
+
+    model: str  # NAME:VERSION that scored the file
+    rows: int  # data rows read from the input
+    scored: int  # rows written to the output
+    rejected: int  # rows written to the rejects file instead
+    seconds: float  # wall time, model loading included
+    output: Path
+    rejects: Path
+    id_column: str | None  # carried from the input to the output, if any
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def default_rejects_path(output: Path) -> Path:
+    """``<output stem>.rejects.csv`` next to the output."""
+    return output.with_name(f"{output.stem}.rejects.csv")
+
+
+def _input_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return "parquet" if suffix in _PARQUET_SUFFIXES else _CSV_FORMATS.get(suffix, "csv")
+
+
+def _output_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in _PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix == ".csv":
+        return "csv"
+    raise InvalidInput(f"{path}: the output must end in .csv or .parquet")
+
+
+def estimate_rows(path: Path) -> int | None:
+    """Rows in a data file: exact for Parquet, estimated from the first MiB for CSV."""
+    try:
+        if _input_format(path) == "parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(1 << 20)
+    except Exception:  # only a hint for a progress bar; score_file reports real errors
+        return None
+    lines = head.count(b"\n") + (0 if head.endswith(b"\n") or not head else 1)
+    if len(head) >= size:
+        return max(lines - 1, 0)
+    return max(round(size / len(head) * lines) - 1, 0) if lines else None
+
+
+def _show(value: Any) -> str:
+    if hasattr(value, "item"):  # numpy scalars: show 1.5, not np.float64(1.5)
+        value = value.item()
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: Path
+    format: str
+    columns: list[str]  # every column of the file, in file order
+
+    def chunks(
+        self, wanted: list[str], strings: set[str], ident: str | None, rows: int
+    ) -> Iterator[pd.DataFrame]:
+        """The wanted columns, ``rows`` rows at a time; read errors become DataError.
+
+        ``strings``: categorical and text features, read as written; ``ident``: the id
+        column, read as strings whatever its type.
+        """
+        try:
+            if self.format == "parquet":
+                yield from self._parquet(wanted, strings, ident, rows)
+            else:
+                yield from self._csv(wanted, strings | ({ident} if ident else set()), rows)
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(
+                f"cannot be read as {self.format.upper()}: {str(exc).strip()}",
+                source=str(self.path),
+            ) from None
+        except OSError as exc:
+            raise DataError(
+                f"cannot be read: {exc.strerror or exc}", source=str(self.path)
+            ) from None
+
+    def _csv_options(self) -> dict[str, Any]:
+        tsv = self.format == "tsv"
+        return {
+            "sep": "\t" if tsv else ",",
+            "index_col": False,  # an extra field is an error, never a silent index
+            "keep_default_na": True,
+            "quoting": 3 if tsv else 0,  # TSV: quotes are text, not delimiters
+            "on_bad_lines": "error",
+        }
+
+    def _csv(self, wanted: list[str], strings: set[str], rows: int) -> Iterator[pd.DataFrame]:
+        # Numeric features are parsed by the C parser (as in training); a column holding
+        # something else arrives as strings and is checked row by row. Every other column is
+        # read as written. All columns are read (no `usecols`), so that a line with an extra
+        # field is an error, as in training, and never a row of shifted values.
+        numeric = set(wanted) - strings
+        with pd.read_csv(
+            self.path,
+            dtype={c: str for c in self.columns if c not in numeric},
+            chunksize=rows,
+            **self._csv_options(),
+        ) as reader:
+            for frame in reader:
+                yield frame[wanted]
+
+    def _parquet(
+        self, wanted: list[str], strings: set[str], ident: str | None, rows: int
+    ) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(self.path) as parquet:
+            for batch in parquet.iter_batches(batch_size=rows, columns=wanted):
+                arrays = []
+                for name, array in zip(batch.schema.names, batch.columns, strict=True):
+                    if pa.types.is_dictionary(array.type):
+                        array = array.dictionary_decode()
+                    if name == ident and not pa.types.is_string(array.type):
+                        array = pc.cast(array, pa.string())
+                    elif name in strings and pa.types.is_integer(array.type):
+                        # an integer category code reads as its decimal string, as in the
+                        # service; done here so that a null does not turn the column to floats
+                        array = pc.cast(array, pa.string())
+                    elif name not in strings and pa.types.is_decimal(array.type):
+                        array = pc.cast(array, pa.float64())  # pandas would make objects
+                    arrays.append(array)
+                table = pa.Table.from_arrays(arrays, names=batch.schema.names)
+                yield table.to_pandas()
+
+
+def _open_source(path: Path) -> _Source:
+    fmt = _input_format(path)
+    if not path.is_file():
+        raise DataError("file not found", source=str(path))
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            columns = list(pq.read_schema(path).names)
+        else:
+            header = pd.read_csv(path, nrows=0, **_Source(path, fmt, [])._csv_options())
+            columns = [str(c) for c in header.columns]
+    except pd.errors.EmptyDataError:
+        raise DataError("is empty: expected a header row", source=str(path)) from None
+    except OSError as exc:
+        raise DataError(f"cannot be read: {exc.strerror or exc}", source=str(path)) from None
+    except Exception as exc:  # pandas and pyarrow raise many types for corrupt files
+        raise DataError(f"cannot be read as {fmt.upper()}: {exc}", source=str(path)) from None
+    return _Source(path, fmt, columns)
+
+
+def _pick_id_column(
+    source: _Source, features: list[str], requested: str | None, reserved: list[str]
+) -> str | None:
+    if requested is not None:
+        if requested not in source.columns:
+            raise DataError(
+                f"no id column {requested!r}; columns are: {', '.join(source.columns[:40])}",
+                source=str(source.path),
+            )
+        chosen: str | None = requested
+    else:
+        chosen = next(
+            (
+                c
+                for c in source.columns
+                if c not in features and (c.lower() == "id" or c.lower().endswith("_id"))
+            ),
+            None,
+        )
+    if chosen is not None and chosen in reserved:
+        raise DataError(
+            f"the id column {chosen!r} has the name of an output column; "
+            "name another one with --id-column",
+            source=str(source.path),
+        )
+    return chosen
+
+
+# --- checking and typing ------------------------------------------------------------------
+
+
+@dataclass
+class _Checked:
+    columns: dict[str, np.ndarray]  # typed, every row of the chunk
+    bad: np.ndarray  # bool, rows refused
+    reasons: dict[int, list[str]]  # row position in the chunk -> reasons
+
+
+def _is_strings(column: pd.Series) -> bool:
+    """Strings and missing values only (a CSV column read as text, a Parquet string column)."""
+    if isinstance(column.dtype, pd.StringDtype):
+        return True
+    return column.dtype == object and pd.api.types.infer_dtype(column, skipna=True) in (
+        "string",
+        "empty",
+    )
+
+
+def _numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """(float64 values with NaN where missing or unreadable, mask of non-numbers or None)."""
+    dtype = column.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return np.full(len(column), np.nan), column.notna().to_numpy()
+    if pd.api.types.is_numeric_dtype(dtype):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan), None
+    if _is_strings(column):
+        parsed = pd.to_numeric(column, errors="coerce")
+        values = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+        return values, np.isnan(values) & column.notna().to_numpy()
+    return np.full(len(column), np.nan), column.notna().to_numpy()  # dates, lists, ...
+
+
+def _check_chunk(frame: pd.DataFrame, features: list[tuple[str, FeatureKind]]) -> _Checked:
+    rows = len(frame)
+    bad = np.zeros(rows, dtype=bool)
+    reasons: dict[int, list[str]] = {}
+    columns: dict[str, np.ndarray] = {}
+
+    def refuse(name: str, mask: np.ndarray, problem: str, shown: Any = None) -> None:
+        """Refuse the rows in ``mask``; ``problem`` shows the value (raw, or ``shown``) at {}."""
+        values = frame[name].to_numpy(dtype=object) if shown is None else shown
+        for i in np.flatnonzero(mask):
+            reasons.setdefault(int(i), []).append(f"{name}: {problem.format(_show(values[i]))}")
+        bad[mask] = True
+
+    for name, kind in features:
+        column = frame[name]
+        if kind is FeatureKind.numeric:
+            values, not_numbers = _numbers(column)
+            if not_numbers is not None and not_numbers.any():
+                refuse(name, not_numbers, "{} is not a number")
+            with np.errstate(invalid="ignore"):
+                too_big = np.abs(values) > _FLOAT32_MAX  # infinities and float32 overflow
+            if too_big.any():
+                refuse(name, too_big, "{} is not a finite float32 number", shown=values)
+                values = np.where(too_big, np.nan, values)
+            columns[name] = values.astype(np.float32)
+        elif _is_strings(column):
+            columns[name] = column.fillna("").to_numpy(dtype=object)
+        else:  # floats, booleans, ...: the service takes strings (and integer codes) only
+            expected = "a string" if kind is FeatureKind.text else "a string (or an integer code)"
+            refuse(
+                name,
+                column.notna().to_numpy(),
+                f"expected {expected}, got {{}}",
+            )
+            columns[name] = np.full(rows, "", dtype=object)
+    return _Checked(columns, bad, reasons)
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+class _File:
+    """A file written under a temporary name next to ``path``, renamed into place at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.temp = path.with_name(f".{path.name}.partial")
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def close(self, keep: bool) -> None:
+        try:
+            self._close()
+        finally:
+            if keep:
+                self.temp.replace(self.path)
+            else:
+                self.temp.unlink(missing_ok=True)
+
+
+class _Scores(_File):
+    """The output: Arrow tables of a fixed schema, written as Parquet or CSV.
+
+    CSV goes through Arrow's writer (ten times pandas' speed here); it quotes every string
+    value and the header, which every CSV reader accepts.
+    """
+
+    def __init__(self, path: Path, fmt: str, schema: Any) -> None:
+        import pyarrow.csv as pa_csv
+        import pyarrow.parquet as pq
+
+        super().__init__(path)
+        self.schema = schema
+        if fmt == "parquet":
+            self._writer: Any = pq.ParquetWriter(self.temp, schema)
+        else:
+            self._writer = pa_csv.CSVWriter(
+                self.temp, schema, write_options=pa_csv.WriteOptions(quoting_style="needed")
+            )
+
+    def write(self, data: dict[str, Any]) -> None:
+        import pyarrow as pa
+
+        arrays = [pa.array(data[f.name], type=f.type, from_pandas=True) for f in self.schema]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def _close(self) -> None:
+        self._writer.close()
+
+
+class _Rejects(_File):
+    """The rejects file: CSV of raw values (any type), written by pandas; few rows."""
+
+    def __init__(self, path: Path, names: list[str]) -> None:
+        super().__init__(path)
+        self.names = names
+        self._fh: IO[str] = self.temp.open("w", encoding="utf-8", newline="")
+        csv.writer(self._fh, lineterminator="\n").writerow(names)
+
+    def write(self, data: dict[str, Any]) -> None:
+        frame = pd.DataFrame(data, columns=self.names)
+        frame.to_csv(self._fh, header=False, index=False, lineterminator="\n")
+
+    def _close(self) -> None:
+        self._fh.close()
+
+
+def _output_schema(runtime: ModelRuntime, id_column: str | None) -> tuple[Any, str | None]:
+    """(the output's Arrow schema, the runtime output behind the per-class columns)."""
+    import pyarrow as pa
+
+    meta: ModelMetadata = runtime.metadata
+    example = runtime.run(runtime.example_columns())  # the real output dtypes
+    fields = [(id_column, pa.string())] if id_column else []
+    per_class: str | None = None
+    if meta.task is Task.classification and meta.classes is not None:
+        per_class = "probabilities" if "probabilities" in example else "scores"
+        label = example["label"]
+        fields.append(
+            (
+                "prediction",
+                pa.string() if label.dtype == object else pa.from_numpy_dtype(label.dtype),
+            )
+        )
+        prefix = "probability" if per_class == "probabilities" else "score"
+        fields += [(f"{prefix}_{c}", pa.float32()) for c in meta.classes]
+    else:
+        fields.append(("prediction", pa.from_numpy_dtype(example["prediction"].dtype)))
+    return pa.schema(fields), per_class
+
+
+# --- inference ----------------------------------------------------------------------------
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class _Inference:
+    """``ModelRuntime.run`` on a chunk, spread over the cores without changing one bit.
+
+    ONNX Runtime's own threads (``intra_op_num_threads`` > 1) change the order in which a
+    tree ensemble sums its trees, and with it the last bit of a probability, depending on the
+    batch size: the answers would differ from the service's (one thread per call) and from
+    one chunk size to another. So the session keeps one thread, as the service's does, and a
+    chunk is cut into one slice per core, run side by side (ONNX Runtime releases the GIL); a
+    row's answer does not depend on the rows run with it.
+    """
+
+    MIN_SLICE = 2_000  # smaller slices cost more in calls than they gain
+
+    def __init__(self, runtime: ModelRuntime, workers: int | None = None) -> None:
+        self.runtime = runtime
+        self.workers = max(1, workers or _cores())
+        self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+
+    def run(self, columns: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        parts = min(self.workers, rows // self.MIN_SLICE)
+        if self._pool is None or parts < 2:
+            return self.runtime.run(columns)
+        bounds = np.linspace(0, rows, parts + 1).astype(int)
+        futures = [
+            self._pool.submit(self.runtime.run, {n: v[a:b] for n, v in columns.items()})
+            for a, b in itertools.pairwise(bounds)
+        ]
+        results = [f.result() for f in futures]
+        return {n: np.concatenate([r[n] for r in results]) for n in results[0]}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+# --- the whole run ------------------------------------------------------------------------
+
+
+def score_file(
+    ref: str,
+    input: Path,
+    output: Path,
+    *,
+    rejects: Path | None = None,
+    id_column: str | None = None,
+    chunk_rows: int = 50_000,
+    on_progress: Callable[[int], None] | None = None,
+) -> ScoreSummary:
+    """Score every row of ``input`` with model ``ref`` (``NAME`` or ``NAME:VERSION``).
+
+    Writes ``output`` (``.csv`` or ``.parquet``): the id column (``id_column``, else a column
+    named ``id`` or ending in ``_id`` that is not a feature, if any), ``prediction``, and for
+    classifiers one ``probability_<class>`` (or ``score_<class>``) column per class. Rows the
+    service would refuse go to ``rejects`` (default :func:`default_rejects_path`, always
+    written, header only when nothing was refused): the id, ``row`` (1 = the first data row),
+    ``reason`` and the row's feature values as read. ``on_progress`` is called after each
+    chunk with the number of rows it held.
+
+    Raises DataError (a missing or unreadable input, a missing feature column),
+    InvalidInput (an output that is not .csv or .parquet), ModelNotFound.
+    """
+    started = time.perf_counter()
+    input, output = Path(input), Path(output)
+    if chunk_rows < 1:
+        raise InvalidInput(f"chunk_rows must be at least 1, got {chunk_rows}")
+    out_format = _output_format(output)
+    rejects = Path(rejects) if rejects is not None else default_rejects_path(output)
+    if len({input.resolve(), output.resolve(), rejects.resolve()}) < 3:
+        raise InvalidInput("the input, output and rejects files must be three different files")
+    source = _open_source(input)
+    stored = get_model(ref)
+    meta = stored.metadata
+    features = [(f.name, f.kind) for f in meta.features]
+    feature_names = [name for name, _ in features]
+    missing = [name for name in feature_names if name not in source.columns]
+    if missing:
+        shown = ", ".join(source.columns[:40]) + (" ..." if len(source.columns) > 40 else "")
+        raise DataError(
+            f"no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+            f"for model {stored.tag}, which takes "
+            f"{', '.join(feature_names)}; the file's columns are: {shown}",
+            source=str(input),
+        )
+
+    runtime = ModelRuntime(stored, default_providers(), intra_op_threads=1)
+    runtime.warm_up()
+    reserved = ["prediction", "row", "reason"] + [
+        f"{p}_{c}" for p in ("probability", "score") for c in meta.classes or []
+    ]
+    ident = _pick_id_column(source, feature_names, id_column, reserved)
+    schema, per_class = _output_schema(runtime, ident)
+    class_columns = schema.names[len(schema.names) - len(meta.classes or []) :] if per_class else []
+    wanted = list(dict.fromkeys([*([ident] if ident else []), *feature_names]))
+    strings = {n for n, k in features if k is not FeatureKind.numeric}
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    rejects.parent.mkdir(parents=True, exist_ok=True)
+    reject_names = ([ident] if ident else []) + ["row", "reason"]
+    reject_names += [n for n in feature_names if n != ident]
+    files: list[_File] = []
+    done = False
+    rows = scored = rejected = 0
+    inference = _Inference(runtime)
+    try:
+        scores = _Scores(output, out_format, schema)
+        files.append(scores)
+        refused = _Rejects(rejects, reject_names)
+        files.append(refused)
+        for frame in source.chunks(wanted, strings, ident, chunk_rows):
+            checked = _check_chunk(frame, features)
+            good = ~checked.bad
+            n_good = int(good.sum())
+            if n_good < len(frame):
+                positions = np.flatnonzero(checked.bad)
+                block = frame.iloc[positions]
+                refused.write(
+                    {
+                        **{n: block[n].to_numpy() for n in wanted},
+                        "row": positions + rows + 1,
+                        "reason": ["; ".join(checked.reasons[int(i)]) for i in positions],
+                    }
+                )
+            if n_good:
+                columns = (
+                    checked.columns
+                    if n_good == len(frame)
+                    else {n: v[good] for n, v in checked.columns.items()}
+                )
+                check_columns(meta, columns)
+                outputs = inference.run(columns, n_good)
+                data: dict[str, Any] = {}
+                if ident:
+                    ids = frame[ident]
+                    data[ident] = (ids if n_good == len(frame) else ids[good]).to_numpy()
+                if per_class:
+                    data["prediction"] = outputs["label"].reshape(-1)
+                    for j, name in enumerate(class_columns):
+                        data[name] = outputs[per_class][:, j]
+                else:
+                    data["prediction"] = outputs["prediction"].reshape(-1)
+                scores.write(data)
+            rows += len(frame)
+            scored += n_good
+            rejected += len(frame) - n_good
+            if on_progress is not None:
+                on_progress(len(frame))
+        done = True
+    finally:
+        inference.close()
+        for file in files:
+            file.close(keep=done)
+    return ScoreSummary(
+        model=stored.tag,
+        rows=rows,
+        scored=scored,
+        rejected=rejected,
+        seconds=time.perf_counter() - started,
+        output=output,
+        rejects=rejects,
+        id_column=ident,
+    )
