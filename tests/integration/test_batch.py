@@ -150,6 +150,54 @@ def test_parquet_input_scores_like_csv(churn_tag: str, tmp_path: Path) -> None:
     assert (tmp_path / "p.csv").read_bytes() == (tmp_path / "c.csv").read_bytes()
 
 
+def test_parquet_column_types_are_read_like_the_service_reads_values(
+    churn_tag: str, tmp_path: Path
+) -> None:
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = churn_frame().head(200)
+    columns = {name: pa.array(frame[name]) for name in frame.columns}
+    columns["customer_id"] = pa.array(range(200), pa.int64())  # ids of any type: as strings
+    columns["plan"] = columns["plan"].dictionary_encode()
+    columns["monthly_charge"] = pa.array(
+        [decimal.Decimal(str(v)) for v in frame["monthly_charge"]], pa.decimal128(8, 2)
+    )
+    pq.write_table(pa.table(columns), tmp_path / "typed.parquet")
+    summary = score_file(churn_tag, tmp_path / "typed.parquet", tmp_path / "typed.csv")
+    assert (summary.scored, summary.rejected) == (200, 0)
+    frame.assign(customer_id=[str(i) for i in range(200)]).to_csv(tmp_path / "c.csv", index=False)
+    score_file(churn_tag, tmp_path / "c.csv", tmp_path / "c-out.csv")
+    assert (tmp_path / "typed.csv").read_bytes() == (tmp_path / "c-out.csv").read_bytes()
+
+
+def test_slices_side_by_side_answer_like_one_call(
+    churn_tag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kiln.store import get_model
+    from service.codecs.records import decode_instances
+    from service.runtime import ModelRuntime
+    from training.batch import _Inference
+
+    runtime = ModelRuntime(get_model(churn_tag), ["CPUExecutionProvider"], intra_op_threads=1)
+    features = [(f.name, f.kind) for f in runtime.metadata.features]
+    frame = churn_frame()[[name for name, _ in features]]
+    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    columns, rows = decode_instances({"instances": records}, features, max_rows=10_000)
+    monkeypatch.setattr(_Inference, "MIN_SLICE", 100)
+    inference = _Inference(runtime, workers=4)
+    try:
+        sliced = inference.run(columns, rows)
+    finally:
+        inference.close()
+    whole = runtime.run(columns)
+    assert sliced.keys() == whole.keys()
+    for name in whole:
+        np.testing.assert_array_equal(sliced[name], whole[name])
+
+
 def test_regression_output_has_prediction_only(
     served_models: dict[str, Any], tmp_path: Path
 ) -> None:
