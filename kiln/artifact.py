@@ -263,29 +263,41 @@ def write_metadata(meta: ModelMetadata, directory: Path) -> Path:
     return path
 
 
-def read_metadata(directory: Path, tag: str | None = None) -> ModelMetadata:
-    """Read and check ``kiln.json`` in ``directory``; refuse unknown schema versions."""
-    tag = tag or directory.name
-    path = directory / METADATA_FILE
+def _read_versioned(
+    path: Path, tag: str, what: str, readable: tuple[int, ...]
+) -> tuple[dict[str, Any], int]:
+    """A JSON object with a ``schema_version`` this code reads (FileNotFoundError passes)."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ArtifactError(tag, f"{METADATA_FILE} is missing (not a Kiln model?)") from None
+        raise
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(tag, f"{METADATA_FILE} is unreadable: {exc}") from None
+        raise ArtifactError(tag, f"{path.name} is unreadable: {exc}") from None
     if not isinstance(raw, dict):
-        raise ArtifactError(tag, f"{METADATA_FILE} is not a JSON object")
+        raise ArtifactError(tag, f"{path.name} is not a JSON object")
     version = raw.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise ArtifactError(tag, f"{METADATA_FILE} has no integer schema_version")
-    if version not in READABLE_VERSIONS:
-        newer = version > max(READABLE_VERSIONS)
+        raise ArtifactError(tag, f"{path.name} has no integer schema_version")
+    if version not in readable:
+        newer = version > max(readable)
         hint = "written by a newer Kiln; upgrade Kiln to read it" if newer else "no longer read"
         raise ArtifactError(
             tag,
-            f"metadata schema version {version} is not readable by this Kiln "
-            f"(reads {', '.join(map(str, READABLE_VERSIONS))}): {hint}",
+            f"{what} schema version {version} is not readable by this Kiln "
+            f"(reads {', '.join(map(str, readable))}): {hint}",
         )
+    return raw, version
+
+
+def read_metadata(directory: Path, tag: str | None = None) -> ModelMetadata:
+    """Read and check ``kiln.json`` in ``directory``; refuse unknown schema versions."""
+    tag = tag or directory.name
+    try:
+        raw, version = _read_versioned(
+            directory / METADATA_FILE, tag, "metadata", READABLE_VERSIONS
+        )
+    except FileNotFoundError:
+        raise ArtifactError(tag, f"{METADATA_FILE} is missing (not a Kiln model?)") from None
     try:
         return ModelMetadata.model_validate(raw)
     except ValidationError as exc:
@@ -303,24 +315,12 @@ def write_holdout(doc: Holdout, directory: Path) -> Path:
 def read_holdout(directory: Path, tag: str | None = None) -> Holdout | None:
     """Read ``holdout.json`` in ``directory``; None when absent (models registered before it)."""
     tag = tag or directory.name
-    path = directory / HOLDOUT_FILE
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw, version = _read_versioned(
+            directory / HOLDOUT_FILE, tag, "holdout", HOLDOUT_READABLE_VERSIONS
+        )
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(tag, f"{HOLDOUT_FILE} is unreadable: {exc}") from None
-    version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ArtifactError(tag, f"{HOLDOUT_FILE} has no integer schema_version")
-    if version not in HOLDOUT_READABLE_VERSIONS:
-        newer = version > max(HOLDOUT_READABLE_VERSIONS)
-        hint = "written by a newer Kiln; upgrade Kiln to read it" if newer else "no longer read"
-        raise ArtifactError(
-            tag,
-            f"holdout schema version {version} is not readable by this Kiln "
-            f"(reads {', '.join(map(str, HOLDOUT_READABLE_VERSIONS))}): {hint}",
-        )
     try:
         return Holdout.model_validate(raw)
     except ValidationError as exc:
