@@ -8,6 +8,8 @@ plane, encode the answer. Every Kiln error becomes ``{"error": message}`` with i
 - Open Inference Protocol (KServe V2) REST with the binary tensor extension: ``GET /v2``,
   ``/v2/health/live``, ``/v2/health/ready``, ``GET /v2/models/{name}[/versions/{v}]``,
   ``.../ready``, ``POST .../infer``.
+- The try-it page: ``GET /try`` (service/ui.py), which calls the JSON records API.
+- ``POST /v1/noop``: reads the body and answers, the HTTP ceiling for benchmarks.
 """
 
 from __future__ import annotations
