@@ -13,6 +13,7 @@ import os
 
 import bentoml
 
+from service import traffic
 from service.app import create_app
 from service.dataplane import DataPlane
 from service.metrics import Metrics
@@ -21,6 +22,9 @@ from service.settings import ServingSettings
 __all__ = ["Kiln"]
 
 log = logging.getLogger("kiln.service")
+# BentoML builds its HTTP app (and its timeout middleware) after importing this module: put
+# the fixed middleware in place first (service/traffic.py says why).
+traffic.install()
 http_app = create_app()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,8 +253,7 @@ class DataPlane:
             self.record_error(name, exc)
             raise KilnError(f"model {name!r}: inference failed: {exc}") from exc
         if self.metrics and served.metadata.task is Task.classification:
-            labels, counts = np.unique(outputs["label"], return_counts=True)
-            for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+            for label, count in Counter(outputs["label"].tolist()).items():
                 self.metrics.predictions.labels(name, served.version, str(label)).inc(count)
         return served, outputs
 
