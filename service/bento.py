@@ -28,10 +28,18 @@ traffic.install()
 http_app = create_app()
 
 
+# BentoML reads its service configuration when this class is decorated, so these settings
+# come from the environment here; the rest of ServingSettings is read in __init__.
+_access_log = os.environ.get("KILN_SERVE_ACCESS_LOG", "true").lower() not in ("0", "false", "no")
+_trace = os.environ.get("KILN_SERVE_TRACE_INFERENCE", "true").lower() not in ("0", "false", "no")
+
+
 @bentoml.service(
     name="kiln",
     workers=int(os.environ.get("KILN_SERVE_WORKERS", "1")),
     traffic={"timeout": float(os.environ.get("KILN_SERVE_TIMEOUT", "30"))},
+    logging={"access": {"enabled": _access_log}},
+    tracing={} if _trace else {"excluded_urls": ["/v1/models", "/v2/models", "/v1/noop"]},
 )
 @bentoml.asgi_app(http_app, path="/")
 class Kiln:
