@@ -118,3 +118,13 @@ containerize-gpu: build ## Build the GPU image kiln:gpu (onnxruntime-gpu on GPU_
 containerize-train: ## Build the training image kiln-train:cpu (for the retraining CronJob)
 	$(DOCKER) build --file deploy/docker/Dockerfile.train --tag $(IMAGE)-train:cpu \
 	  --build-arg BASE_IMAGE=$(BASE_IMAGE) $(DOCKER_BUILD_ARGS) .
+
+# Serving benchmark with the peers (bench/peers/: one venv each under build/bench-venvs/).
+.PHONY: bench bench-quick
+bench:
+	bench/peers/setup.sh
+	.venv/bin/python bench/serving.py --workers 1 2 --peers all
+
+bench-quick:
+	bench/peers/setup.sh
+	.venv/bin/python bench/serving.py --workers 1 2 --peers all --quick

@@ -7,7 +7,9 @@ at a fixed concurrency, every request carrying the same one-row body. Per target
 requests per second, p50 and p99 latency, errors, the server's CPU seconds per 1000
 requests, its resident memory after the run, and the CPU that other processes used
 meanwhile (a disturbed run is measured again). The servers are stopped at the end, whatever
-happened::
+happened. With ``--peers`` (default: every peer whose venv exists) it also measures the
+services a user would otherwise pick (bench/peers/: FastAPI or BentoML over the pickled
+scikit-learn pipeline, Seldon MLServer with and without adaptive batching)::
 
     .venv/bin/python bench/serving.py                      # 20 s per target, 64 connections
     .venv/bin/python bench/serving.py --quick              # 3 s per target: a smoke test
@@ -56,6 +58,16 @@ VERSIONED = ("bentoml", "onnxruntime", "fastapi", "uvicorn", "starlette", "orjso
 TRAIN_TIMEOUT_S = 600
 READY_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 20
+PEER_VENVS = REPO / "build" / "bench-venvs"
+PEER_MODELS = REPO / "build" / "bench-models"
+# The peers a user would otherwise pick (bench/peers/): name -> the venv it runs in.
+PEERS = {
+    "fastapi-sklearn": "fastapi-sklearn",
+    "bentoml-sklearn": "bentoml-sklearn",
+    "mlserver": "mlserver",
+    "mlserver-batching": "mlserver",
+}
+MLSERVER_BATCHING = {"max_batch_size": 16, "max_batch_time": 0.002}  # seconds
 
 
 class BenchError(RuntimeError):
@@ -212,6 +224,8 @@ def _role(proc: psutil.Process) -> str:
         return "bentoml-arbiter"
     if "uvicorn" in line:
         return "uvicorn"
+    if "mlserver" in line:
+        return "mlserver"
     return proc.name()
 
 
@@ -349,7 +363,7 @@ def run_load(
 @dataclass
 class Target:
     label: str
-    server: str  # "kiln" or "plain"
+    server: str  # "kiln", "plain" or a peer's name
     path: str
     workers: int | None = None  # Kiln's KILN_SERVE_WORKERS; None for the plain app
 
@@ -731,6 +745,25 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def peer_lines(args: argparse.Namespace) -> list[str]:
+    """One header line per peer venv: its main packages, as installed."""
+    keep = ("fastapi", "uvicorn", "bentoml", "mlserver", "mlserver-sklearn", "uvloop",
+            "scikit-learn", "pandas", "numpy")  # fmt: skip
+    lines = []
+    for venv in dict.fromkeys(PEERS[p] for p in args.peers):
+        freeze = PEER_VENVS / venv / "freeze.txt"
+        pins = freeze.read_text(encoding="utf-8").splitlines() if freeze.exists() else []
+        found = [line for line in pins if line.split("==")[0].lower() in keep]
+        lines.append(f"- peer venv {venv}: {', '.join(found) or 'versions unknown'}")
+    if args.peers:
+        lines.append(
+            "- peers: each in its own venv (bench/peers/), one process, on 127.0.0.1, serving "
+            "the same scikit-learn pipeline pickled by bench/peers/models.py; MLServer takes a "
+            "V2 request (one input per column, pandas codec) asking for predict_proba"
+        )
+    return lines
+
+
 def markdown(env: dict[str, Any], results: list[Result], args: argparse.Namespace) -> str:
     """The report: header, the table and the ratios."""
     v = env["versions"]
@@ -753,6 +786,7 @@ def markdown(env: dict[str, Any], results: list[Result], args: argparse.Namespac
         + (f"; {', '.join(args.kiln_env)}" if args.kiln_env else "; default settings")
         + "), started afresh for each target; the plain app by uvicorn, 1 process; "
         "both on 127.0.0.1",
+        *peer_lines(args),
         f"- command: `{env['command']}`",
         "",
         "| target | req/s | p50 ms | p99 ms | errors | CPU s/1k req | RSS MB | server cores | "
@@ -780,6 +814,9 @@ def markdown(env: dict[str, Any], results: list[Result], args: argparse.Namespac
     for workers in args.workers[1:]:
         more = by.get(("kiln", f"/v1/models/{args.model}/predict", workers))
         pairs.append((f"Kiln predict, {workers} / {first} worker(s)", more, kiln_predict))
+    for r in results:
+        if r.server in PEERS:
+            pairs.append((f"Kiln predict / {r.target}", kiln_predict, r))
     lines += ["", "| ratio (req/s) | value |", "|---|---:|"]
     for label, a, b in pairs:
         if a is not None and b is not None and b.rps:
@@ -810,6 +847,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--kiln-only", action="store_true", help="skip the plain app's targets")
     parser.add_argument(
+        "--peers", nargs="+", choices=(*PEERS, "all", "none"), default=None,
+        help="peers to measure too (bench/peers/; 'all': every peer whose venv "
+        "build/bench-venvs/<venv> exists, with a warning for the others; default: all, "
+        "silently); bench/peers/setup.sh builds the venvs",
+    )  # fmt: skip
+    parser.add_argument(
         "--quiet-wait", type=float, default=120,
         help="before each target, wait up to this many seconds for the rest of the machine "
         "to go quiet (0: don't wait; default 120)",
@@ -835,7 +878,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--kiln-env takes NAME=VALUE, got {item!r}")
     if args.quick:
         args.duration, args.warmup, args.profile_seconds = 3, 1, 3
+    args.peers = select_peers(args.peers)
     return args
+
+
+def peer_python(peer: str) -> Path:
+    return PEER_VENVS / PEERS[peer] / "bin" / "python"
+
+
+def select_peers(asked: list[str] | None) -> list[str]:
+    """The peers to measure: named ones must have their venv; 'all' skips those without."""
+    if asked is None or "all" in asked:
+        found = [p for p in PEERS if peer_python(p).exists()]
+        if asked is not None:
+            for peer in PEERS:
+                if peer not in found:
+                    print(f"warning: no venv for peer {peer} (bench/peers/setup.sh): skipped")
+        return found
+    if "none" in asked:
+        return []
+    for peer in asked:
+        if not peer_python(peer).exists():
+            raise SystemExit(f"error: no {peer_python(peer)}: run bench/peers/setup.sh first")
+    return list(dict.fromkeys(asked))
 
 
 def settled(attempts: list[Result], args: argparse.Namespace) -> bool:
@@ -868,7 +933,8 @@ def running(server: Server) -> Iterator[Server]:
         server.start()
         took = server.wait_ready()
         listening = server.listening()
-        if not listening or any(not a.startswith("127.0.0.1:") for a in listening):
+        loopback = ("127.0.0.1:", "::ffff:127.0.0.1:")  # MLServer's gRPC: IPv4-mapped
+        if not listening or any(not a.startswith(loopback) for a in listening):
             raise BenchError(f"{server.name} listens on {listening}, not on 127.0.0.1 only")
         print(f"{server.name} ready in {took:.1f} s on {', '.join(listening)}", flush=True)
         yield server
@@ -903,6 +969,113 @@ def plain_server(home: Path, model_dir: Path) -> tuple[Server, str]:
         "--log-level", "warning",
     ]  # fmt: skip
     return Server("plain FastAPI+ORT", argv, env, home / "plain.log", f"{base}/openapi.json"), base
+
+
+def peer_model(spec: Path, model_dir: Path) -> Path:
+    """The spec's scikit-learn pipeline, pickled by bench/peers/models.py (checked against
+    the ONNX model at ``model_dir``)."""
+    out = PEER_MODELS / f"{yaml_name(spec)}.joblib"
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "peers" / "models.py"), "--spec", str(spec),
+         "--model-dir", str(model_dir), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise BenchError(f"bench/peers/models.py failed:\n{done.stdout}{done.stderr}")
+    print(done.stdout.strip(), flush=True)
+    return out
+
+
+def v2_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The one-row body as an Open Inference (V2) request: one input per column, pandas codec,
+    asking for ``predict_proba`` (MLServer's scikit-learn runtime)."""
+    (row,) = body["instances"]
+    inputs = []
+    for name, value in row.items():
+        numeric = isinstance(value, float)
+        inputs.append(
+            {"name": name, "shape": [1], "datatype": "FP64" if numeric else "BYTES",
+             "data": [value]}
+        )  # fmt: skip
+    return {
+        "parameters": {"content_type": "pd"},
+        "inputs": inputs,
+        "outputs": [{"name": "predict_proba"}],
+    }
+
+
+def peer_server(peer: str, home: Path, model: str, pickle: Path) -> tuple[Server, str, str]:
+    """A peer on a free port of 127.0.0.1: (server, base URL, predict path)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    bin_dir = peer_python(peer).parent
+    env = {
+        **os.environ,
+        "KILN_BENCH_SKLEARN_MODEL": str(pickle),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "VIRTUAL_ENV": str(bin_dir.parent),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("BENTOML_HOME", None)
+    log = home / f"{peer}.log"
+    if peer == "fastapi-sklearn":
+        argv = [
+            str(bin_dir / "uvicorn"), "--app-dir", str(BENCH / "peers"), "fastapi_sklearn:app",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        return Server(peer, argv, env, log, f"{base}/openapi.json"), base, "/predict"
+    if peer == "bentoml-sklearn":
+        env["BENTOML_HOME"] = str(home / "peer-bentoml-home")
+        argv = [
+            str(bin_dir / "bentoml"), "serve", "service:SklearnPeer", "--working-dir",
+            str(BENCH / "peers" / "bentoml_sklearn"), "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        return Server(peer, argv, env, log, f"{base}/readyz"), base, "/predict"
+    # MLServer: a model repository folder with the server's and the model's settings.
+    repo = home / peer
+    (repo / model).mkdir(parents=True, exist_ok=True)
+    settings = {
+        "host": "127.0.0.1",
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "debug": False,
+    }
+    (repo / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    model_settings: dict[str, Any] = {
+        "name": model,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": str(pickle)},
+    }
+    if peer == "mlserver-batching":
+        model_settings.update(MLSERVER_BATCHING)
+    (repo / model / "model-settings.json").write_text(json.dumps(model_settings), "utf-8")
+    argv = [str(bin_dir / "mlserver"), "start", str(repo)]
+    ready = f"{base}/v2/models/{model}/ready"
+    return Server(peer, argv, env, log, ready), base, f"/v2/models/{model}/infer"
+
+
+def peer_label(peer: str) -> str:
+    if peer == "mlserver-batching":
+        batching = ", ".join(f"{k}={v}" for k, v in MLSERVER_BATCHING.items())
+        return f"peer mlserver (adaptive batching: {batching})"
+    return f"peer {peer}"
+
+
+def check_peer(peer: str, url: str, body: bytes, expected: dict[str, float]) -> None:
+    """The peer answers 200 with the same probabilities as the plain app (within 1e-4)."""
+    status, raw = http("POST", url, body, timeout=30)
+    if status != 200:
+        raise BenchError(f"{peer}: {url} answered {status}: {raw[:500]!r}")
+    answer = json.loads(raw)
+    if "outputs" in answer:  # V2: predict_proba, in the pipeline's class order
+        got = sorted(float(x) for x in answer["outputs"][0]["data"])
+    else:
+        got = sorted(answer["probabilities"][0].values())
+    want = sorted(expected.values())
+    if len(got) != len(want) or any(abs(a - b) > 1e-4 for a, b in zip(got, want, strict=True)):
+        raise BenchError(f"{peer} disagrees with the plain app: {answer} vs {expected}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -962,6 +1135,26 @@ def main(argv: list[str] | None = None) -> int:
                         while not settled(attempts, args):
                             attempts.append(measure(target, plain, plain_url, body_path, args))
                         results.append(best(attempts))
+            status, raw = http("POST", f"{plain_url}/predict", body_path.read_bytes())
+            expected = json.loads(raw)["probabilities"][0] if status == 200 else {}
+        if args.peers:
+            pickle = peer_model(spec, model_dir)
+            v2_path = home / "body-v2.json"
+            v2_path.write_bytes(json.dumps(v2_body(body)).encode())
+        for peer in args.peers:
+            peer_body = v2_path if peer.startswith("mlserver") else body_path
+            target = Target(peer_label(peer), peer, "")
+            attempts = []
+            while True:
+                server, url, path = peer_server(peer, home, model, pickle)
+                target.path = path
+                with running(server):
+                    check_peer(peer, url + path, peer_body.read_bytes(), expected)
+                    attempts.append(measure(target, server, url, peer_body, args))
+                    done = settled(attempts, args)
+                if done:
+                    break
+            results.append(best(attempts))
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
