@@ -121,10 +121,10 @@ containerize-train: ## Build the training image kiln-train:cpu (for the retraini
 
 # Serving benchmark with the peers (bench/peers/: one venv each under build/bench-venvs/).
 .PHONY: bench bench-quick
-bench:
+bench: $(STAMP) ## Measure Kiln against its peers and the limits, 20 s a target (bench/RESULTS.md)
 	bench/peers/setup.sh
-	.venv/bin/python bench/serving.py --workers 1 2 --peers all
+	$(BIN)/python bench/serving.py --workers 1 2 --peers all
 
-bench-quick:
+bench-quick: $(STAMP) ## The same, 3 s a target: a smoke test while developing
 	bench/peers/setup.sh
-	.venv/bin/python bench/serving.py --workers 1 2 --peers all --quick
+	$(BIN)/python bench/serving.py --workers 1 2 --peers all --quick
