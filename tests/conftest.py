@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,15 @@ def served_models(bentoml_home: Path) -> dict[str, Any]:
         name: train(load_spec(SPECS / f"{name}.yaml"), spec_path=SPECS / f"{name}.yaml")
         for name in ("churn", "wine", "diabetes")
     }
+
+
+@pytest.fixture(scope="module")
+def server(
+    served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The real server (`bentoml serve`, tests/servers.py) serving ``served_models``."""
+    from tests.servers import kiln_server
+
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with kiln_server(served_models, log) as url:
+        yield url

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.servers import free_port, kiln_server, start, stop, wait_ready
+from tests.servers import free_port, start, stop, wait_ready
 
 PROMETHEUS = shutil.which("prometheus")
 MONITORING = REPO / "deploy" / "monitoring"
@@ -39,15 +39,6 @@ pytestmark = [
 ]
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def server(
-    served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("kiln") / "server.log"
-    with kiln_server(served_models, log) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

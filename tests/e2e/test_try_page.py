@@ -21,8 +21,6 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.servers import kiln_server
-
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,15 +46,6 @@ CHURN_FORM: dict[str, Any] = {
     "payment_method": None,
 }
 TIMEOUT_MS = 15_000
-
-
-@pytest.fixture(scope="module")
-def server(
-    served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    with kiln_server(served_models, log) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
