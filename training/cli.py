@@ -34,8 +34,9 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 
-out = Console()
-err = Console(stderr=True)
+# Lines of text are never broken at the terminal's width: scripts grep them. Tables still fit it.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
