@@ -11,7 +11,8 @@ route. This batcher is the small piece that keeps the rules:
   while a call is running join the next call without waiting at all);
 - at most ``max_queue_rows`` rows wait; past that a request is refused with ``Overloaded``;
 - if a merged call fails, each request in it is retried alone, so one request's failure is
-  never another's.
+  never another's;
+- with ``merge=False`` (batching off) every request is its own call, in arrival order.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Batcher:
         max_batch_rows: int,
         max_wait_ms: float,
         max_queue_rows: int,
+        merge: bool = True,
         on_batch: Callable[[BatchStats], None] = lambda _: None,
     ) -> None:
         self.name = name
@@ -80,6 +82,7 @@ class Batcher:
         self.max_batch_rows = max_batch_rows
         self.max_wait = max_wait_ms / 1000
         self.max_queue_rows = max_queue_rows
+        self.merge = merge
         self._on_batch = on_batch
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
@@ -129,6 +132,8 @@ class Batcher:
                 continue
             batch.append(item)
             rows += item.rows
+            if not self.merge:
+                break
         self._queued_rows -= rows
         return batch
 
@@ -140,7 +145,7 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             first = self._queue[0]
-            deadline = first.queued_at + self.max_wait
+            deadline = first.queued_at + (self.max_wait if self.merge else 0.0)
             while (
                 sum(p.rows for p in self._queue) < self.max_batch_rows
                 and (remaining := deadline - time.perf_counter()) > 0

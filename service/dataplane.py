@@ -182,6 +182,7 @@ class DataPlane:
             runtime.run,
             max_batch_rows=limits.max_batch_rows,
             max_wait_ms=limits.max_wait_ms,
+            merge=limits.enabled,
             max_queue_rows=self.settings.max_queue_rows,
             on_batch=functools.partial(self._observe_batch, runtime),
         )

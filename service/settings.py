@@ -25,6 +25,9 @@ class BatchLimits(BaseModel):
     max_wait_ms: float = Field(default=1.0, ge=0, le=1000)
     """How long the first request of a batch may wait for others to join it."""
 
+    enabled: bool = True
+    """False: never merge requests; each is its own call (larger ones still split)."""
+
 
 class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(

@@ -162,3 +162,21 @@ def test_queue_over_its_limit_is_refused_as_overloaded() -> None:
     results = run_async(go)
     assert [len(r["y"]) for r in results] == [4, 3, 3]
     assert batcher.queued_rows == 0
+
+
+def test_batching_off_runs_every_request_alone_in_order() -> None:
+    batcher, seen = make(slow(0.01), merge=False, max_wait_ms=50.0)
+
+    async def go() -> list[Outputs]:
+        results = await asyncio.gather(*(batcher.predict(rows(i), 1) for i in range(6)))
+        big = await batcher.predict(rows(*range(20)), 20)  # still split at max_batch_rows
+        await batcher.close()
+        return [*results, big]
+
+    started = time.perf_counter()
+    results = run_async(go)
+    assert [r["y"].tolist() for r in results[:6]] == [[2 * i] for i in range(6)]
+    assert results[6]["y"].tolist() == [2 * i for i in range(20)]
+    assert [s.requests for s in seen] == [1] * 6 + [1, 1, 1]
+    assert [s.rows for s in seen][-3:] == [8, 8, 4]
+    assert time.perf_counter() - started < 0.3  # no max_wait_ms when nothing can join
