@@ -29,9 +29,12 @@ http_app = create_app()
 
 
 # BentoML reads its service configuration when this class is decorated, so these settings
-# come from the environment here; the rest of ServingSettings is read in __init__.
-_access_log = os.environ.get("KILN_SERVE_ACCESS_LOG", "true").lower() not in ("0", "false", "no")
-_trace = os.environ.get("KILN_SERVE_TRACE_INFERENCE", "true").lower() not in ("0", "false", "no")
+# come from the environment here; the rest of ServingSettings is read in __init__. The access
+# log and the inference routes' OpenTelemetry spans are off unless asked for: together they
+# cost 40% of the throughput (bench/RESULTS.md), and Prometheus metrics count every request.
+_TRUE = ("1", "true", "yes")
+_access_log = os.environ.get("KILN_SERVE_ACCESS_LOG", "false").lower() in _TRUE
+_trace = os.environ.get("KILN_SERVE_TRACE_INFERENCE", "false").lower() in _TRUE
 
 
 @bentoml.service(
