@@ -1,0 +1,317 @@
+"""The servers of the serving benchmark: started on 127.0.0.1, watched, stopped.
+
+``Server`` runs one server process (and its children) in its own session, waits until its
+ready URL answers 200, measures the tree's CPU time and memory, and stops the whole group.
+The launchers build the command line of each kind of server: Kiln (``bentoml serve`` from
+the repository root), the plain FastAPI + ONNX Runtime reference, and the peers, each from its
+own virtual environment under ``build/bench-venvs/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+BIN = Path(sys.executable).parent  # .venv/bin when run as .venv/bin/python
+READY_TIMEOUT_S = 180
+STOP_TIMEOUT_S = 20
+PEER_VENVS = REPO / "build" / "bench-venvs"
+# The peers a user would otherwise pick (bench/peers/): name -> the venv it runs in.
+PEERS = {
+    "fastapi-sklearn": "fastapi-sklearn",
+    "bentoml-sklearn": "bentoml-sklearn",
+    "mlserver": "mlserver",
+    "mlserver-batching": "mlserver",
+}
+MLSERVER_BATCHING = {"max_batch_size": 16, "max_batch_time": 0.002}  # seconds
+
+
+class ServerError(RuntimeError):
+    """A server failed to start, answered wrongly or listened where it must not."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """One request: (status, body); a connection failure raises OSError."""
+    request = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class Server:
+    """A server process (and its children) started in its own session, stopped as a group."""
+
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_path: Path, ready_url: str
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self.ready_url = ready_url
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_s: float | None = None  # process start to the first 200 from ready_url
+        self._log: TextIO | None = None
+
+    def start(self) -> None:
+        self._log = self.log_path.open("w", encoding="utf-8")
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=REPO,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
+        """Poll ``ready_url`` until it answers 200; return the seconds it took."""
+        assert self.proc is not None
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise ServerError(
+                    f"{self.name} exited with {self.proc.returncode} before it was ready:\n"
+                    + self.log_tail()
+                )
+            with contextlib.suppress(OSError):
+                if http("GET", self.ready_url, timeout=2)[0] == 200:
+                    return time.monotonic() - started
+            time.sleep(0.25)
+        raise ServerError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def processes(self) -> list[psutil.Process]:
+        """The server process and all its descendants (BentoML: arbiter and workers)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds used so far by the live processes of the tree."""
+        total = 0.0
+        for proc in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def memory(self) -> dict[str, int]:
+        """Resident bytes per process of the tree, by ``pid name``."""
+        sizes: dict[str, int] = {}
+        for proc in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                sizes[f"{proc.pid} {_role(proc)}"] = int(proc.memory_info().rss)
+        return sizes
+
+    def listening(self) -> list[str]:
+        """Addresses the tree listens on (TCP), as ``host:port``."""
+        found: set[str] = set()
+        for proc in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                for conn in proc.net_connections(kind="inet"):
+                    if conn.status == psutil.CONN_LISTEN:
+                        found.add(f"{conn.laddr.ip}:{conn.laddr.port}")
+        return sorted(found)
+
+    def worker_pids(self) -> list[int]:
+        """The BentoML worker processes (the ones that serve requests); else the root."""
+        procs = self.processes()
+        workers = [p.pid for p in procs if "_bentoml_impl.worker" in " ".join(_cmdline(p))]
+        return workers or [p.pid for p in procs[:1]]
+
+    def stop(self) -> None:
+        """SIGTERM to the group, SIGKILL after ``STOP_TIMEOUT_S``; idempotent."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        if self.proc is not None:  # the session may outlive its leader: reap the stragglers
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+def _role(proc: psutil.Process) -> str:
+    line = " ".join(_cmdline(proc))
+    if "_bentoml_impl.worker" in line:
+        return "bentoml-worker"
+    if "bentoml serve" in line:
+        return "bentoml-arbiter"
+    if "uvicorn" in line:
+        return "uvicorn"
+    if "mlserver" in line:
+        return "mlserver"
+    return proc.name()
+
+
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    """Start ``server``, wait until ready, stop it on the way out (error or not)."""
+    try:
+        server.start()
+        took = server.wait_ready()
+        server.ready_s = took
+        listening = server.listening()
+        loopback = ("127.0.0.1:", "::ffff:127.0.0.1:")  # MLServer's gRPC: IPv4-mapped
+        if not listening or any(not a.startswith(loopback) for a in listening):
+            raise ServerError(f"{server.name} listens on {listening}, not on 127.0.0.1 only")
+        print(f"{server.name} ready in {took:.1f} s on {', '.join(listening)}", flush=True)
+        yield server
+    finally:
+        server.stop()
+
+
+def kiln_server(home: Path, label: str, env: dict[str, str]) -> tuple[Server, str]:
+    """Kiln as ``make serve`` runs it, on a free port, over the store at ``home``; ``env``
+    adds settings (``KILN_SERVE_*``) to the environment."""
+    port = free_port()
+    full = {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "true",  # no usage report (and no network) at start-up
+        **env,
+    }
+    base = f"http://127.0.0.1:{port}"
+    argv = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    log = home / f"kiln-{_slug(label)}.log"
+    return Server(label, argv, full, log, f"{base}/readyz"), base
+
+
+def plain_server(home: Path, model_dirs: list[Path]) -> tuple[Server, str]:
+    """The reference app under uvicorn, one process, no access log, on a free port."""
+    port = free_port()
+    env = {**os.environ, "KILN_BENCH_MODEL_DIRS": os.pathsep.join(map(str, model_dirs))}
+    base = f"http://127.0.0.1:{port}"
+    argv = [
+        str(BIN / "uvicorn"), "--app-dir", str(BENCH), "plain_fastapi_ort:app",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    return Server("plain FastAPI+ORT", argv, env, home / "plain.log", f"{base}/openapi.json"), base
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def peer_python(peer: str) -> Path:
+    return PEER_VENVS / PEERS[peer] / "bin" / "python"
+
+
+def peer_server(peer: str, home: Path, model: str, pickle: Path) -> tuple[Server, str, str]:
+    """A peer on a free port of 127.0.0.1: (server, base URL, predict path)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    bin_dir = peer_python(peer).parent
+    env = {
+        **os.environ,
+        "KILN_BENCH_SKLEARN_MODEL": str(pickle),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "VIRTUAL_ENV": str(bin_dir.parent),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("BENTOML_HOME", None)
+    log = home / f"{peer}-{model}.log"
+    if peer == "fastapi-sklearn":
+        argv = [
+            str(bin_dir / "uvicorn"), "--app-dir", str(BENCH / "peers"), "fastapi_sklearn:app",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        return Server(peer, argv, env, log, f"{base}/openapi.json"), base, "/predict"
+    if peer == "bentoml-sklearn":
+        env["BENTOML_HOME"] = str(home / f"peer-bentoml-home-{model}")
+        argv = [
+            str(bin_dir / "bentoml"), "serve", "service:SklearnPeer", "--working-dir",
+            str(BENCH / "peers" / "bentoml_sklearn"), "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        return Server(peer, argv, env, log, f"{base}/readyz"), base, "/predict"
+    # MLServer: a model repository folder with the server's and the model's settings.
+    repo = home / f"{peer}-{model}"
+    (repo / model).mkdir(parents=True, exist_ok=True)
+    settings = {
+        "host": "127.0.0.1",
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "debug": False,
+    }
+    (repo / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    model_settings: dict[str, Any] = {
+        "name": model,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": str(pickle)},
+    }
+    if peer == "mlserver-batching":
+        model_settings.update(MLSERVER_BATCHING)
+    (repo / model / "model-settings.json").write_text(json.dumps(model_settings), "utf-8")
+    argv = [str(bin_dir / "mlserver"), "start", str(repo)]
+    ready = f"{base}/v2/models/{model}/ready"
+    return Server(peer, argv, env, log, ready), base, f"/v2/models/{model}/infer"
+
+
+def peer_label(peer: str) -> str:
+    if peer == "mlserver-batching":
+        return "MLServer, batching"
+    return {"fastapi-sklearn": "FastAPI+sklearn", "bentoml-sklearn": "BentoML+sklearn",
+            "mlserver": "MLServer"}[peer]  # fmt: skip
