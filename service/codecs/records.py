@@ -7,6 +7,7 @@ accepted for categoricals and read as their decimal string).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -56,27 +57,90 @@ def decode_instances(
     if len(instances) > max_rows:
         raise PayloadTooLarge(f"'instances' has {len(instances)} rows; the limit is {max_rows}")
     names = {name for name, _ in features}
-    columns: dict[str, list[Any]] = {name: [None] * len(instances) for name in names}
     for i, row in enumerate(instances):
-        if not isinstance(row, dict):
+        if type(row) is not dict:
             raise InvalidInput(f"instances[{i}] must be an object, got {_kind_name(row)}")
+        if row.keys() != names:  # C-level set comparison; the details only on a mismatch
+            _check_keys(i, row, features, names, unknown)
+    return _typed(instances, features), len(instances)
+
+
+def _typed(
+    instances: list[dict[str, Any]], features: Sequence[tuple[str, FeatureKind]]
+) -> dict[str, np.ndarray]:
+    """Columns by feature. The common case (plain numbers, strings) takes a few array
+    operations for all numeric features together; anything else goes value by value, row by
+    row, and the first bad value is named."""
+    numeric = [name for name, kind in features if kind is FeatureKind.numeric]
+    found: dict[str, np.ndarray] = {}
+    if numeric:
+        block = _numeric_block(instances, numeric)
+        if block is None:
+            return _typed_one_by_one(instances, features)
+        found.update(zip(numeric, block, strict=True))
+    for name, kind in features:
+        if kind is not FeatureKind.numeric:
+            values = [row[name] for row in instances]
+            if not set(map(type, values)) <= {str}:
+                return _typed_one_by_one(instances, features)
+            found[name] = np.array(values, dtype=object)
+    return {name: found[name] for name, _ in features}
+
+
+def _numeric_block(instances: list[dict[str, Any]], numeric: list[str]) -> np.ndarray | None:
+    """[feature, row] float32 array of plain numbers (None: NaN), or None if any value is
+    something else or out of float32's range."""
+    block = [[row[name] for name in numeric] for row in instances]
+    types = set(map(type, itertools.chain.from_iterable(block)))
+    if not types <= _NUMBERS_OR_NONE:
+        return None
+    if type(None) in types:
+        block = [[math.nan if v is None else v for v in values] for values in block]
+    try:
+        array = np.array(block, dtype=np.float64)
+    except OverflowError:  # an integer past float64
+        return None
+    if (np.abs(array) > _FLOAT32_MAX).any():
+        return None
+    return array.astype(np.float32).T.copy()  # one contiguous row per feature
+
+
+def _typed_one_by_one(
+    instances: list[dict[str, Any]], features: Sequence[tuple[str, FeatureKind]]
+) -> dict[str, np.ndarray]:
+    columns: dict[str, list[Any]] = {name: [None] * len(instances) for name, _ in features}
+    for i, row in enumerate(instances):
+        for name, kind in features:
+            columns[name][i] = _value(row[name], kind, f"instances[{i}].{name}")
+    return {
+        name: np.array(columns[name], dtype=np.float32 if kind is FeatureKind.numeric else object)
+        for name, kind in features
+    }
+
+
+def _check_keys(
+    i: int,
+    row: dict[str, Any],
+    features: Sequence[tuple[str, FeatureKind]],
+    names: set[str],
+    unknown: Literal["reject", "ignore"],
+) -> None:
+    if unknown == "reject":
         for key in row:
-            if key not in names and unknown == "reject":
+            if key not in names:
                 raise InvalidInput(
                     f"instances[{i}]: unknown feature {_show(key)}; the model takes "
                     f"{', '.join(sorted(names))}"
                 )
-        for name, kind in features:
-            if name not in row:
-                raise InvalidInput(
-                    f"instances[{i}]: missing feature {name!r} (send null for a missing value)"
-                )
-            columns[name][i] = _value(row[name], kind, f"instances[{i}].{name}")
-    typed = {
-        name: np.array(columns[name], dtype=np.float32 if kind is FeatureKind.numeric else object)
-        for name, kind in features
-    }
-    return typed, len(instances)
+    for name, _ in features:
+        if name not in row:
+            raise InvalidInput(
+                f"instances[{i}]: missing feature {name!r} (send null for a missing value)"
+            )
+
+
+_NUMBERS_OR_NONE = frozenset({int, float, type(None)})
+_FLOAT32_MAX = 3.4028235e38
 
 
 def _value(value: Any, kind: FeatureKind, where: str) -> Any:

@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kiln.artifact import FeatureKind
 from kiln.errors import InvalidInput, PayloadTooLarge
-from service.codecs.records import decode_instances, encode_predictions
+from service.codecs.records import _value, decode_instances, encode_predictions
 
 NUM, CAT, TXT = FeatureKind.numeric, FeatureKind.categorical, FeatureKind.text
 FEATURES = [("age", NUM), ("plan", CAT), ("note", TXT)]
@@ -125,3 +127,54 @@ def test_scores_and_regression_answers() -> None:
         classes=None,
     )
     assert regression == {"model": "r", "version": "1", "predictions": [1.5, 2.0]}
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.text(max_size=3),
+    st.lists(st.integers(), max_size=1),
+)
+
+
+def _one_by_one(
+    rows: list[dict[str, Any]], features: list[tuple[str, Any]]
+) -> tuple[dict[str, list[Any]] | None, str | None]:
+    """The reference: every value through the per-value rules, row by row."""
+    out: dict[str, list[Any]] = {name: [] for name, _ in features}
+    try:
+        for i, row in enumerate(rows):
+            for name, kind in features:
+                out[name].append(_value(row[name], kind, f"instances[{i}].{name}"))
+    except InvalidInput as exc:
+        return None, str(exc)
+    return out, None
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    values=st.lists(st.tuples(_VALUES, _VALUES), min_size=1, max_size=6),
+    kind=st.sampled_from([NUM, CAT, TXT]),
+)
+def test_fast_column_paths_agree_with_the_per_value_rules(
+    values: list[tuple[Any, Any]], kind: Any
+) -> None:
+    features = [("f", kind), ("g", NUM)]
+    rows = [{"f": f, "g": g} for f, g in values]
+    expected, error = _one_by_one(rows, features)
+    if error is not None:
+        with pytest.raises(InvalidInput) as raised:
+            decode_instances({"instances": rows}, features, max_rows=100)
+        assert str(raised.value) == error
+        return
+    columns, _ = decode_instances({"instances": rows}, features, max_rows=100)
+    assert expected is not None
+    for name, column_kind in features:
+        if column_kind is NUM:
+            assert columns[name].dtype == np.float32 and columns[name].flags.c_contiguous
+            want = np.array(expected[name], dtype=np.float32)
+            np.testing.assert_array_equal(columns[name], want)  # NaN equals NaN here
+        else:
+            assert columns[name].tolist() == expected[name]
