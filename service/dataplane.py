@@ -68,17 +68,20 @@ def error_reason(exc: BaseException) -> str:
 
 def check_columns(metadata: ModelMetadata, columns: Columns) -> None:
     """Checks that hold whatever the protocol: finite numbers (NaN means missing), strings."""
+    numeric = [f.name for f in metadata.features if f.kind is FeatureKind.numeric]
+    if numeric:  # one pass over every numeric value; the feature and row only when one is bad
+        values = np.concatenate([columns[n] for n in numeric]) if len(numeric) > 1 else None
+        if values is None or np.isinf(values).any():
+            for name in numeric:
+                bad = np.isinf(columns[name])
+                if bad.any():
+                    row = int(np.argmax(bad))
+                    raise InvalidInput(
+                        f"feature {name!r}, row {row}: infinite values are not accepted "
+                        "(send null or NaN for a missing value)"
+                    )
     for feature in metadata.features:
-        values = columns[feature.name]
-        if feature.kind is FeatureKind.numeric:
-            bad = np.isinf(values)
-            if bad.any():
-                row = int(np.argmax(bad))
-                raise InvalidInput(
-                    f"feature {feature.name!r}, row {row}: infinite values are not accepted "
-                    "(send null or NaN for a missing value)"
-                )
-        elif values.dtype != object:
+        if feature.kind is not FeatureKind.numeric and columns[feature.name].dtype != object:
             raise InvalidInput(f"feature {feature.name!r}: expected strings")
 
 
@@ -94,6 +97,11 @@ class ServedModel:
     @property
     def name(self) -> str:
         return self.runtime.name
+
+    @functools.cached_property
+    def features(self) -> list[tuple[str, FeatureKind]]:
+        """(name, kind) of each feature, in the model's order, as the codecs take them."""
+        return [(f.name, f.kind) for f in self.metadata.features]
 
     @property
     def version(self) -> str:
@@ -134,6 +142,7 @@ class DataPlane:
     def __init__(self, settings: ServingSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.models: dict[str, ServedModel] = {}
         self.failed: dict[str, str] = {}
         self.pinned = {ref.split(":")[0] for ref in settings.models if ":" in ref}
@@ -224,14 +233,23 @@ class DataPlane:
             raise ModelNotFound(f"{name}:{version}", [f"{name}:{served.version}"])
         return served
 
+    def _child(self, family: Any, *labels: str) -> Any:
+        """``family.labels(*labels)``, looked up once: the lookup costs more than the update."""
+        key = (id(family), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
+
     def _observe_batch(self, runtime: ModelRuntime, stats: BatchStats) -> None:
         if not self.metrics:
             return
         labels = (runtime.name, runtime.version)
-        self.metrics.inference_seconds.labels(*labels).observe(stats.seconds)
-        self.metrics.batch_rows.labels(*labels).observe(stats.rows)
+        self._child(self.metrics.inference_seconds, *labels).observe(stats.seconds)
+        self._child(self.metrics.batch_rows, *labels).observe(stats.rows)
+        waits = self._child(self.metrics.batch_wait_seconds, *labels)
         for wait in stats.waits:
-            self.metrics.batch_wait_seconds.labels(*labels).observe(wait)
+            waits.observe(wait)
 
     def record_error(self, model: str, exc: BaseException) -> None:
         if self.metrics:
@@ -245,7 +263,7 @@ class DataPlane:
             served = self.get(name, version)
             check_columns(served.metadata, columns)
             if self.metrics:
-                self.metrics.rows.labels(name, served.version).inc(rows)
+                self._child(self.metrics.rows, name, served.version).inc(rows)
             outputs = await served.batcher.predict(columns, rows)
         except KilnError as exc:
             self.record_error(name, exc)
@@ -255,7 +273,7 @@ class DataPlane:
             raise KilnError(f"model {name!r}: inference failed: {exc}") from exc
         if self.metrics and served.metadata.task is Task.classification:
             for label, count in Counter(outputs["label"].tolist()).items():
-                self.metrics.predictions.labels(name, served.version, str(label)).inc(count)
+                self._child(self.metrics.predictions, name, served.version, str(label)).inc(count)
         return served, outputs
 
     async def refresh(self) -> list[str]:
