@@ -31,6 +31,7 @@ from kiln.errors import InvalidInput, KilnError, Overloaded, PayloadTooLarge
 from service.codecs import v2
 from service.codecs.records import decode_instances, encode_predictions
 from service.dataplane import DataPlane, ServedModel
+from service.fastlane import FastLane
 
 __all__ = ["create_app"]
 
@@ -115,8 +116,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await watcher
 
 
-def create_app() -> FastAPI:
-    """The routes; the data plane is attached later as ``app.state.dataplane``."""
+def create_app(*, fast_lane: bool = True) -> FastAPI:
+    """The routes; the data plane is attached later as ``app.state.dataplane``.
+    ``fast_lane=False`` leaves the inference routes to FastAPI's routing (for comparison)."""
     app = FastAPI(
         title="Kiln", summary="scikit-learn models served with ONNX Runtime", lifespan=_lifespan
     )
@@ -162,10 +164,9 @@ def create_app() -> FastAPI:
         try:
             served = plane.get(name)
             payload = _parse_json(await _body(request))
-            features = [(f.name, f.kind) for f in served.metadata.features]
             columns, rows = decode_instances(
                 payload,
-                features,
+                served.features,
                 max_rows=plane.settings.max_rows_per_request,
                 unknown=plane.settings.unknown_features,
             )
@@ -272,4 +273,7 @@ def create_app() -> FastAPI:
 
     app.include_router(try_page)
 
+    # The inference routes skip FastAPI's routing machinery (service/fastlane.py says why).
+    if fast_lane:
+        app.add_middleware(FastLane)
     return app

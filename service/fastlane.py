@@ -1,0 +1,94 @@
+"""The inference routes without FastAPI's per-request routing machinery.
+
+A request to ``POST /v1/models/{name}/predict`` or ``POST /v2/models/{name}[/versions/{v}]
+/infer`` does little besides decoding, batching and encoding, so the framework's share of it
+is large: the profile in bench/RESULTS.md showed FastAPI and Starlette's routing, dependency
+solving and exception middleware at about a sixth of a worker's time. ``FastLane`` is an ASGI
+middleware on Kiln's FastAPI app that matches those two routes itself and calls the very
+endpoint functions FastAPI declared (same code, same OpenAPI documentation), turning errors
+into responses with the app's own exception handlers. Every other request goes on through
+FastAPI unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.routing import get_route_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kiln.errors import KilnError
+
+__all__ = ["FAST_ROUTES", "FastLane"]
+
+# The routes taken here: FastAPI path -> the pattern matched against the request's path.
+FAST_ROUTES = {
+    "/v1/models/{name}/predict": re.compile(r"/v1/models/(?P<name>[^/]+)/predict"),
+    "/v2/models/{name}/infer": re.compile(r"/v2/models/(?P<name>[^/]+)/infer"),
+    "/v2/models/{name}/versions/{version}/infer": re.compile(
+        r"/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/infer"
+    ),
+}
+Endpoint = Callable[..., Awaitable[Response]]
+
+
+class FastLane:
+    """ASGI middleware: ``FAST_ROUTES`` straight to their endpoints, the rest to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._routes: list[tuple[re.Pattern[str], Endpoint]] | None = None
+
+    def _resolve(self, fastapi: FastAPI) -> list[tuple[re.Pattern[str], Endpoint]]:
+        found = {
+            route.path: route.endpoint
+            for route in fastapi.routes
+            if isinstance(route, APIRoute) and "POST" in (route.methods or ())
+        }
+        missing = sorted(set(FAST_ROUTES) - set(found))
+        if missing:
+            raise RuntimeError(f"FastLane: the app declares no POST route {missing}")
+        return [(pattern, found[path]) for path, pattern in FAST_ROUTES.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        fastapi: FastAPI = scope["app"]
+        if self._routes is None:
+            self._routes = self._resolve(fastapi)
+        path = get_route_path(scope)
+        for pattern, endpoint in self._routes:
+            match = pattern.fullmatch(path)
+            if match is not None:
+                params = match.groupdict()
+                scope["path_params"] = params
+                request = Request(scope, receive, send)
+                response = await self._call(fastapi, endpoint, request, params)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _call(
+        fastapi: FastAPI, endpoint: Endpoint, request: Request, params: dict[str, Any]
+    ) -> Response:
+        """The endpoint's response, or the app's handler's answer to what it raised."""
+        try:
+            return await endpoint(request=request, **params)
+        except Exception as exc:
+            handlers = fastapi.exception_handlers
+            for kind in (KilnError, HTTPException, Exception):
+                if isinstance(exc, kind) and kind in handlers:
+                    answer = handlers[kind](request, exc)
+                    response = await answer if inspect.isawaitable(answer) else answer
+                    assert isinstance(response, Response)
+                    return response
+            raise
