@@ -39,7 +39,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -88,6 +88,7 @@ MODEL_LABELS = {
 }
 # Trained too, for the cold-start figure: `make serve` serves them.
 DEMO_SPECS = ["wine.yaml", "diabetes.yaml", "churn.yaml"]
+DEMO_SERVED = ["breast-cancer.yaml", *DEMO_SPECS]  # what `make train` puts in the store
 BATCHING_OFF = {"KILN_SERVE_BATCH": '{"enabled": false}'}
 
 
@@ -225,10 +226,10 @@ def measure(
 
 
 @contextlib.contextmanager
-def started(run: Run, server: Server, key: str) -> Iterator[Server]:
+def started(run: Run, server: Server, key: str, idle: float = 2.0) -> Iterator[Server]:
     """Start ``server``; record its cold start and idle memory; stop it on the way out."""
     with running(server):
-        time.sleep(2)  # idle: what start-up left behind, before any request
+        time.sleep(idle)  # what start-up left behind, before any request
         memory = server.memory()
         assert server.ready_s is not None
         run.starts.append(
@@ -337,35 +338,72 @@ def _headers(body: Body) -> dict[str, str]:
 # -- the run -----------------------------------------------------------------------------------
 
 
-def kiln_phase(
+@dataclass
+class Target:
+    """A running server and how to reach each model on it."""
+
+    key: str  # kiln, kiln-batching-off, plain, or a peer
+    label: str
+    server: Server
+    url: Callable[[str, Body], str]  # (model key or "noop", body) -> URL
+
+
+def kiln_target(key: str, label: str, server: Server, base: str) -> Target:
+    names = {k: yaml_name(MODELS[k]) for k in MODELS}
+
+    def url(model: str, body: Body) -> str:
+        if model == "noop":
+            return f"{base}/v1/noop"
+        if body.kind == "records":
+            return f"{base}/v1/models/{names[model]}/predict"
+        return f"{base}/v2/models/{names[model]}/infer"
+
+    return Target(key, label, server, url)
+
+
+def plain_target(server: Server, base: str) -> Target:
+    names = {k: yaml_name(MODELS[k]) for k in MODELS}
+
+    def url(model: str, _: Body) -> str:
+        return f"{base}/noop" if model == "noop" else f"{base}/predict/{names[model]}"
+
+    return Target("plain", "plain FastAPI+ORT", server, url)
+
+
+Plan = list[tuple[Target, str, str, int]]  # (target, model, body key, concurrency)
+
+
+def run_plan(
     run: Run,
-    home: Path,
-    key: str,
-    label: str,
-    env: dict[str, str],
-    plan: list[tuple[str, str, int]],
+    plan: Plan,
     bodies: dict[str, dict[str, Body]],
     expected: dict[str, list[float]],
     args: argparse.Namespace,
 ) -> None:
-    """One Kiln server: measure ``plan`` (model, body key, concurrency) in order."""
-    server, base = kiln_server(home, label, {**dict(e.split("=", 1) for e in args.kiln_env), **env})
-    names = {k: yaml_name(MODELS[k]) for k in MODELS}
-    with started(run, server, key):
-        for model, body_key, concurrency in plan:
-            body = bodies["lr" if model == "noop" else model][body_key]
-            if model == "noop":
-                url = f"{base}/v1/noop"
-            elif body.kind == "records":
-                url = f"{base}/v1/models/{names[model]}/predict"
-            else:
-                url = f"{base}/v2/models/{names[model]}/infer"
-            check(url, body, expected.get(model))
-            run.results.append(measure((key, label), server, url, model, body, concurrency, args))
-        if args.profile and key == "kiln":
-            url = f"{base}/v1/models/{names['lr']}/predict"
-            profile(server, url, bodies["lr"]["records-1"], args.profile, args.profile_seconds,
-                    64, args.tool)  # fmt: skip
+    """Measure each step of ``plan`` in order (each answer checked first)."""
+    for target, model, body_key, concurrency in plan:
+        body = bodies["lr" if model == "noop" else model][body_key]
+        url = target.url(model, body)
+        check(url, body, expected.get(model))
+        who = (target.key, target.label)
+        run.results.append(measure(who, target.server, url, model, body, concurrency, args))
+
+
+def main_plan(plain: Target, kiln: Target, sweep: list[int], bulk: int) -> Plan:
+    """Kiln and the plain app side by side: each of Kiln's runs right after the plain app's
+    run of the same workload, so that drift in the machine's speed (a shared VM) hits both."""
+    focus = 64 if 64 in sweep else max(sweep)
+    plan: Plan = []
+    for c in sweep:
+        for model in ("lr", "noop", "forest", "heavy"):
+            if model in ("lr", "noop") or c == focus:
+                plan.append((plain, model, "records-1", c))
+            plan.append((kiln, model, "records-1", c))
+    for model in ("lr", "forest"):
+        plan.append((plain, model, f"records-{bulk}", 4))
+        plan.append((kiln, model, f"records-{bulk}", 4))
+        plan.append((kiln, model, f"v2-binary-{bulk}", 4))
+    return plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,49 +434,53 @@ def main(argv: list[str] | None = None) -> int:
             run.limits[key] = limits.limits(dirs[key], bulk, args.limit_seconds)
             print(f"  {key}: {run.limits[key]}", flush=True)
 
-        # The plain app: the answers every other server must give, and the HTTP limits.
+        # Cold start and idle memory as `make serve` has them: Kiln over the demo models.
+        demo = json.dumps([yaml_name(REPO / "training" / "specs" / s) for s in DEMO_SERVED])
+        for attempt in range(1, args.cold_starts + 1):
+            label = f"Kiln, demo models (start {attempt})"
+            server, _ = kiln_server(home, label, {"KILN_SERVE_MODELS": demo})
+            with started(run, server, "kiln-demo", args.idle_seconds):
+                pass
+
+        # The plain app gives the answers every other server must give; Kiln's runs alternate
+        # with its runs.
         expected: dict[str, list[float]] = {}
-        plain, plain_url = plain_server(scratch, [dirs[k] for k in MODELS])
-        who = ("plain", "plain FastAPI+ORT")
         names = {k: yaml_name(MODELS[k]) for k in MODELS}
-        with started(run, plain, "plain"):
+        extra = dict(e.split("=", 1) for e in args.kiln_env)
+        plain_server_, plain_url = plain_server(scratch, [dirs[k] for k in MODELS])
+        kiln_server_, kiln_url = kiln_server(home, "Kiln", extra)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(started(run, plain_server_, "plain", args.idle_seconds))
             for key in MODELS:
                 got = check(f"{plain_url}/predict/{names[key]}", bodies[key]["records-1"], None)
                 assert got is not None
                 expected[key] = got
-            plain_plan = [("lr", "records-1", c) for c in sweep]
-            plain_plan += [("noop", "records-1", c) for c in sweep]
-            plain_plan += [("forest", "records-1", 64), ("heavy", "records-1", 64)]
-            plain_plan += [("lr", f"records-{bulk}", 4), ("forest", f"records-{bulk}", 4)]
-            for model, body_key, concurrency in plain_plan:
-                body = bodies["lr" if model == "noop" else model][body_key]
-                url = (
-                    f"{plain_url}/noop"
-                    if model == "noop"
-                    else f"{plain_url}/predict/{names[model]}"
-                )
-                check(url, body, expected.get(model))
-                run.results.append(measure(who, plain, url, model, body, concurrency, args))
+            stack.enter_context(started(run, kiln_server_, "kiln", args.idle_seconds))
+            plain = plain_target(plain_server_, plain_url)
+            kiln = kiln_target("kiln", "Kiln", kiln_server_, kiln_url)
+            run_plan(run, main_plan(plain, kiln, sweep, bulk), bodies, expected, args)
+            if args.profile:
+                url = kiln.url("lr", bodies["lr"]["records-1"])
+                profile(kiln_server_, url, bodies["lr"]["records-1"], args.profile,
+                        args.profile_seconds, 64, args.tool)  # fmt: skip
 
-        kiln_plan = [(m, "records-1", c) for m in ("lr", "forest", "heavy", "noop") for c in sweep]
-        kiln_plan += [(m, f"records-{bulk}", 4) for m in ("lr", "forest")]
-        kiln_plan += [(m, f"v2-binary-{bulk}", 4) for m in ("lr", "forest")]
-        kiln_phase(run, home, "kiln", "Kiln", {}, kiln_plan, bodies, expected, args)
-        off_plan = [("heavy", "records-1", c) for c in sweep] + [("lr", "records-1", 64)]
-        kiln_phase(run, home, "kiln-batching-off", "Kiln, batching off", BATCHING_OFF,
-                   off_plan, bodies, expected, args)  # fmt: skip
+        off_server, off_url = kiln_server(home, "Kiln, batching off", {**extra, **BATCHING_OFF})
+        with started(run, off_server, "kiln-batching-off", args.idle_seconds):
+            off = kiln_target("kiln-batching-off", "Kiln, batching off", off_server, off_url)
+            off_plan: Plan = [(off, "heavy", "records-1", c) for c in sweep]
+            off_plan.append((off, "lr", "records-1", 64 if 64 in sweep else max(sweep)))
+            run_plan(run, off_plan, bodies, expected, args)
 
         for peer in args.peers:
             v2 = peer.startswith("mlserver")
             one, many = ("v2-json-1", f"v2-json-{bulk}") if v2 else ("records-1", f"records-{bulk}")
-            plans = {
-                "lr": [(one, c) for c in sweep],
-                "forest": [(one, 64), (many, 4)],
-            }
+            plans = {"lr": [(one, c) for c in sweep]}
+            if not args.quick:  # the forest's ratio targets need full runs anyway
+                plans["forest"] = [(one, 64), (many, 4)]
             for model, plan in plans.items():
                 pickle = peer_model(MODELS[model], dirs[model])
                 server, url, path = peer_server(peer, scratch, names[model], pickle)
-                with started(run, server, peer):
+                with started(run, server, peer, args.idle_seconds):
                     for body_key, concurrency in plan:
                         body = bodies[model][body_key]
                         check(url + path, body, expected[model])
@@ -521,6 +563,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--limit-seconds", type=float, default=3.0, help="seconds per in-process limit (3)"
     )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=2.0,
+        help="after a server is ready, wait this long before reading its idle memory (2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cold-starts",
+        type=int,
+        default=3,
+        help="starts of Kiln over the demo models, for the cold-start figure (3)",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy Kiln's worker into this folder")
     parser.add_argument("--profile-seconds", type=int, default=10)
     parser.add_argument(
@@ -537,7 +589,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--kiln-env takes NAME=VALUE, got {item!r}")
     if args.quick:
         args.duration, args.warmup, args.retries, args.quiet_wait = 2, 1, 0, 0
-        args.concurrency, args.limit_seconds, args.profile_seconds = [64], 0.5, 3
+        args.concurrency, args.limit_seconds, args.profile_seconds = [64], 0.3, 3
+        args.idle_seconds, args.cold_starts = 0.5, 1
         if args.results == BENCH_DIR / "RESULTS.md":  # a smoke test never overwrites the report
             args.results = None
         if args.json == BENCH_DIR / "runs" / "latest.json":

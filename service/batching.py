@@ -7,8 +7,10 @@ route. This batcher is the small piece that keeps the rules:
 
 - a request is never merged into a batch past ``max_batch_rows``; a larger request is split
   into chunks that each run alone, and its answer is put back together in order;
-- the first request of a batch waits at most ``max_wait_ms`` for others (requests that queue
-  while a call is running join the next call without waiting at all);
+- the first request of a batch waits at most ``max_wait_ms`` for others, and only while
+  traffic is concurrent (the last call merged several requests, or others were queued): a
+  lone client is never kept waiting for company that is not coming; requests that queue
+  while a call is running join the next call without waiting at all;
 - at most ``max_queue_rows`` rows wait; past that a request is refused with ``Overloaded``;
 - if a merged call fails, each request in it is retried alone, so one request's failure is
   never another's;
@@ -90,6 +92,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kiln-{name}")
         self._busy = False
+        self._concurrent = False  # did the last call see company? then the next one waits
 
     @property
     def queued_rows(self) -> int:
@@ -145,7 +148,8 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             first = self._queue[0]
-            deadline = first.queued_at + (self.max_wait if self.merge else 0.0)
+            wait = self.max_wait if self.merge and self._concurrent else 0.0
+            deadline = first.queued_at + wait
             while (
                 sum(p.rows for p in self._queue) < self.max_batch_rows
                 and (remaining := deadline - time.perf_counter()) > 0
@@ -156,6 +160,7 @@ class Batcher:
                 except TimeoutError:
                     break
             batch = self._take()
+            self._concurrent = len(batch) > 1 or bool(self._queue)
             if batch:
                 self._busy = True
                 try:

@@ -347,15 +347,22 @@ def test_metrics_health_and_read_only_root(server: Container) -> None:
 def test_sigterm_lets_the_request_in_flight_finish_then_exits_cleanly(
     run_container: Callable[..., Container],
 ) -> None:
-    # A batch's first request waits up to max_wait_ms for company: a request that is surely
-    # still in flight when SIGTERM comes.
-    container = run_container(KILN_SERVE_BATCH='{"max_batch_rows": 512, "max_wait_ms": 1000}')
+    # The body arrives in two parts a second apart: a request that is surely still in flight
+    # when SIGTERM comes.
+    container = run_container()
     answer: dict[str, Any] = {}
+    body = json.dumps({"instances": TWO_ROWS[:1]}).encode()
+
+    def slow_body() -> Iterator[bytes]:
+        yield body[:10]
+        time.sleep(1.0)
+        yield body[10:]
 
     def request() -> None:
         response = httpx.post(
             f"{container.url}/v1/models/churn/predict",
-            json={"instances": TWO_ROWS[:1]},
+            content=slow_body(),
+            headers={"Content-Type": "application/json", "Content-Length": str(len(body))},
             timeout=GRACE_SECONDS,
         )
         answer.update(status=response.status_code, done=time.monotonic())

@@ -111,18 +111,34 @@ def test_a_bad_request_does_not_fail_the_others_in_its_batch() -> None:
     assert isinstance(bad, ValueError)
 
 
-def test_first_request_waits_at_most_max_wait() -> None:
+def test_under_concurrent_traffic_a_request_waits_at_most_max_wait() -> None:
     batcher, seen = make(max_wait_ms=30.0)
 
     async def go() -> float:
+        await asyncio.gather(*(batcher.predict(rows(i), 1) for i in range(3)))  # concurrent
         started = time.perf_counter()
-        await batcher.predict(rows(1), 1)
+        await batcher.predict(rows(1), 1)  # waits for company that does not come
         await batcher.close()
         return time.perf_counter() - started
 
     elapsed = run_async(go)
-    assert 0.025 <= seen[0].waits[0] < 0.5
+    assert seen[0].requests == 3
+    assert 0.025 <= seen[-1].waits[0] < 0.5
     assert elapsed < 0.5
+
+
+def test_a_lone_client_is_not_kept_waiting() -> None:
+    batcher, seen = make(max_wait_ms=200.0)
+
+    async def go() -> float:
+        started = time.perf_counter()
+        for i in range(5):  # one request at a time: never any company
+            await batcher.predict(rows(i), 1)
+        await batcher.close()
+        return time.perf_counter() - started
+
+    assert run_async(go) < 0.2  # five waits of 200 ms would take a second
+    assert all(s.requests == 1 and s.waits[0] < 0.05 for s in seen)
 
 
 def test_requests_arriving_during_a_call_join_the_next_without_waiting() -> None:
