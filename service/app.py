@@ -31,7 +31,7 @@ from kiln.errors import InvalidInput, KilnError, Overloaded, PayloadTooLarge
 from service.codecs import v2
 from service.codecs.records import decode_instances, encode_predictions
 from service.dataplane import DataPlane, ServedModel
-from service.fastlane import FastLane
+from service.fastlane import FastLane, routes_first
 
 __all__ = ["create_app"]
 
@@ -276,4 +276,5 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
     # The inference routes skip FastAPI's routing machinery (service/fastlane.py says why).
     if fast_lane:
         app.add_middleware(FastLane)
+        routes_first(app)
     return app

@@ -7,7 +7,8 @@ solving and exception middleware at about a sixth of a worker's time. ``FastLane
 middleware on Kiln's FastAPI app that matches those two routes itself and calls the very
 endpoint functions FastAPI declared (same code, same OpenAPI documentation), turning errors
 into responses with the app's own exception handlers. Every other request goes on through
-FastAPI unchanged.
+FastAPI unchanged. ``routes_first`` puts the same routes first in the app's route list, where
+BentoML's mount looks for a match before every request.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kiln.errors import KilnError
 
-__all__ = ["FAST_ROUTES", "FastLane"]
+__all__ = ["FAST_ROUTES", "FastLane", "routes_first"]
 
 # The routes taken here: FastAPI path -> the pattern matched against the request's path.
 FAST_ROUTES = {
     "/v1/models/{name}/predict": re.compile(r"/v1/models/(?P<name>[^/]+)/predict"),
+    "/v1/noop": re.compile(r"/v1/noop"),  # the ceiling of the same path, for benchmarks
     "/v2/models/{name}/infer": re.compile(r"/v2/models/(?P<name>[^/]+)/infer"),
     "/v2/models/{name}/versions/{version}/infer": re.compile(
         r"/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/infer"
@@ -92,3 +94,11 @@ class FastLane:
                     assert isinstance(response, Response)
                     return response
             raise
+
+
+def routes_first(app: FastAPI) -> None:
+    """Move ``FAST_ROUTES`` to the front of the app's routes. BentoML's mount of the app looks
+    for the route a request matches, in order, before the app sees the request: its hottest
+    routes should come first. (No two of the app's routes match the same request, so the
+    order changes nothing else.)"""
+    app.router.routes.sort(key=lambda route: getattr(route, "path", None) not in FAST_ROUTES)

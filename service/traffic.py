@@ -31,36 +31,30 @@ class CancellingTimeoutMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+        started = False
 
-        def expire() -> None:
-            if not waiter.done():
-                waiter.set_exception(TimeoutError())
-
-        timer = loop.call_later(self.timeout, expire)
-
-        async def started(message: Any) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
+        async def send_started(message: Any) -> None:
+            nonlocal started
+            if not started:
+                started = True
+                deadline.reschedule(None)  # the response has begun: no timeout from here on
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, started))
+        # The app runs in the request's own task (no task per request, unlike BentoML's); the
+        # deadline's timer is cancelled when the block exits, so nothing outlives the request.
         try:
-            await waiter
+            async with asyncio.timeout(self.timeout) as deadline:
+                await self.app(scope, receive, send_started)
         except TimeoutError:
-            if task.cancel():
-                from starlette.responses import JSONResponse
+            if started or not deadline.expired():  # the app's own TimeoutError: not ours
+                raise
+            from starlette.responses import JSONResponse
 
-                response = JSONResponse(
-                    {"error": f"Not able to process the request in {self.timeout} seconds"},
-                    status_code=504,
-                )
-                await response(scope, receive, send)
-        else:
-            await task
-        finally:
-            timer.cancel()  # the fix: nothing keeps this request alive once it is answered
+            response = JSONResponse(
+                {"error": f"Not able to process the request in {self.timeout} seconds"},
+                status_code=504,
+            )
+            await response(scope, receive, send)
 
 
 def install() -> None:

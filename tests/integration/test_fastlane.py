@@ -115,7 +115,7 @@ def test_inference_routes_skip_the_router_and_the_rest_do_not(
     assert fast.post("/v1/models/churn/predict", json={"instances": [CHURN_ROW]}).status_code == 200
     assert fast.post("/v1/noop", content=b"{}").status_code == 200
     assert fast.get("/v1/models/churn").status_code == 200
-    assert handled == ["/v1/noop", "/v1/models/{name}"]
+    assert handled == ["/v1/models/{name}"]
     assert set(FAST_ROUTES) <= {getattr(r, "path", None) for r in fast.app.routes}  # type: ignore[attr-defined]
 
 
@@ -131,3 +131,10 @@ def test_an_unexpected_error_is_a_json_500(
     response = fast.post("/v1/models/churn/predict", json={"instances": [CHURN_ROW]})
     assert response.status_code == 500
     assert response.json() == {"error": "internal error"}
+
+
+def test_the_fast_routes_come_first(clients: tuple[TestClient, TestClient]) -> None:
+    fast, _ = clients
+    paths = [getattr(r, "path", None) for r in fast.app.routes]  # type: ignore[attr-defined]
+    assert set(paths[: len(FAST_ROUTES)]) == set(FAST_ROUTES)
+    assert fast.get("/openapi.json").status_code == 200  # the rest still answer
