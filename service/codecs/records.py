@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -90,14 +91,19 @@ def _typed(
 def _numeric_block(instances: list[dict[str, Any]], numeric: list[str]) -> np.ndarray | None:
     """[feature, row] float32 array of plain numbers (None: NaN), or None if any value is
     something else or out of float32's range."""
-    block = [[row[name] for name in numeric] for row in instances]
-    types = set(map(type, itertools.chain.from_iterable(block)))
+    get = operator.itemgetter(*numeric)
+    rows: list[Any] = list(map(get, instances))  # C-level: one tuple per row
+    if len(numeric) == 1:
+        rows = [(value,) for value in rows]
+    types = set(map(type, itertools.chain.from_iterable(rows)))
     if not types <= _NUMBERS_OR_NONE:
         return None
     if type(None) in types:
-        block = [[math.nan if v is None else v for v in values] for values in block]
+        rows = [tuple(math.nan if v is None else v for v in row) for row in rows]
     try:
-        array = np.array(block, dtype=np.float64)
+        array = np.fromiter(
+            itertools.chain.from_iterable(rows), dtype=np.float64, count=len(rows) * len(numeric)
+        ).reshape(len(rows), len(numeric))
     except OverflowError:  # an integer past float64
         return None
     if (np.abs(array) > _FLOAT32_MAX).any():
@@ -165,10 +171,6 @@ def _value(value: Any, kind: FeatureKind, where: str) -> Any:
     raise InvalidInput(f"{where}: expected {expected} or null, got {_kind_name(value)}")
 
 
-def _native(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
-
-
 def encode_predictions(
     *,
     model: str,
@@ -181,8 +183,8 @@ def encode_predictions(
     if classes is None:
         answer["predictions"] = [float(v) for v in outputs["prediction"].reshape(-1)]
         return answer
-    answer["predictions"] = [_native(v) for v in outputs["label"].tolist()]
+    answer["predictions"] = outputs["label"].tolist()  # native Python values
     key = "probabilities" if "probabilities" in outputs else "scores"
     names = [str(c) for c in classes]
-    answer[key] = [dict(zip(names, map(float, row), strict=True)) for row in outputs[key].tolist()]
+    answer[key] = [dict(zip(names, row, strict=True)) for row in outputs[key].tolist()]
     return answer
