@@ -194,7 +194,7 @@ def test_bad_request_gets_its_4xx_and_a_json_error(
 
 
 def test_the_server_still_answers_after_the_corpus(strict_server: str) -> None:
-    for path, body, headers, _ in CORPUS:
+    for _, path, body, headers, _ in CORPUS:
         httpx.post(strict_server + path, content=body, headers=headers, timeout=30)
     good = httpx.post(strict_server + RECORDS, json={"instances": [CHURN_ROW]}, timeout=30)
     assert good.status_code == 200 and len(good.json()["predictions"]) == 1
