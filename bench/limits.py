@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
@@ -48,20 +47,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make kiln/ importable
     sys.path.insert(0, str(REPO))
 
-__all__ = ["LimitsError", "instances", "limits", "main", "records_body"]
+__all__ = ["instances", "limits", "main", "records_body"]
 
 DEFAULT_DATASET = "breast_cancer"
 WARM_UP_CALLS = 3
 Feeds = dict[str, np.ndarray]
-
-
-class LimitsError(RuntimeError):
-    """The limits cannot be measured for this model (the message says why)."""
-
-
-def _snake(name: str) -> str:
-    """Column names as Kiln's trainer writes them for scikit-learn's bundled data."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def _metadata(model_dir: Path) -> ModelMetadata:
@@ -73,31 +63,11 @@ def _metadata(model_dir: Path) -> ModelMetadata:
 def instances(
     meta: ModelMetadata, rows: int, dataset: str = DEFAULT_DATASET
 ) -> list[dict[str, Any]]:
-    """``rows`` records of the bundled ``dataset`` (cycled), keyed by the model's features."""
-    import sklearn.datasets
+    """``rows`` records of the bundled ``dataset`` (cycled), keyed by the model's features
+    (the rows the HTTP benchmark sends, bench/workloads.py)."""
+    from workloads import dataset_rows
 
-    from kiln.artifact import FeatureKind
-
-    loader = getattr(sklearn.datasets, f"load_{dataset}", None)
-    if loader is None:
-        raise LimitsError(f"scikit-learn has no bundled data set {dataset!r}")
-    frame = loader(as_frame=True).frame.rename(columns=_snake)
-    missing = [f.name for f in meta.features if f.name not in frame.columns]
-    if missing:
-        raise LimitsError(
-            f"model {meta.name!r}: features {missing} are not columns of {dataset} "
-            f"(columns: {', '.join(frame.columns)})"
-        )
-    picked = frame.iloc[np.arange(rows) % len(frame)]
-    columns = {
-        f.name: (
-            picked[f.name].astype(float).tolist()
-            if f.kind is FeatureKind.numeric
-            else picked[f.name].astype(str).tolist()
-        )
-        for f in meta.features
-    }
-    return [{name: values[i] for name, values in columns.items()} for i in range(rows)]
+    return dataset_rows(dataset, meta.features, rows)
 
 
 def records_body(model_dir: Path, rows: int, dataset: str = DEFAULT_DATASET) -> bytes:
@@ -229,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             meta = _metadata(model_dir)
             figures = limits(model_dir, args.rows, args.seconds, args.dataset)
-        except (KilnError, OSError, RuntimeError, ValueError) as exc:  # LimitsError too
+        except (KilnError, OSError, RuntimeError, ValueError) as exc:  # WorkloadError too
             print(f"{model_dir}: {exc}", file=sys.stderr)
             return 1
         results.append(

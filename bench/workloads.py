@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,27 +67,35 @@ def bundled_dataset(spec_path: Path) -> str:
 
 def instances(spec_path: Path, model_dir: Path, rows: int) -> list[dict[str, Any]]:
     """``rows`` rows of the spec's data, keyed by the model's features, as JSON values."""
+    from kiln.artifact import read_metadata
+
+    return dataset_rows(bundled_dataset(spec_path), read_metadata(model_dir).features, rows)
+
+
+def dataset_rows(dataset: str, features: Sequence[Any], rows: int) -> list[dict[str, Any]]:
+    """``rows`` records of scikit-learn's bundled ``dataset`` (cycled), keyed by ``features``
+    (``kiln.json`` features: ``.name`` and ``.kind``): floats, or strings."""
     import sklearn.datasets
 
-    from kiln.artifact import FeatureKind, read_metadata
+    from kiln.artifact import FeatureKind
 
-    dataset = bundled_dataset(spec_path)
-    loader = getattr(sklearn.datasets, f"load_{dataset}")
+    loader = getattr(sklearn.datasets, f"load_{dataset}", None)
+    if loader is None:
+        raise WorkloadError(f"scikit-learn has no bundled data set {dataset!r}")
     frame = loader(as_frame=True).frame.rename(columns=snake)
-    features = read_metadata(model_dir).features
     missing = [f.name for f in features if f.name not in frame.columns]
     if missing:
         raise WorkloadError(f"features {missing} are not columns of {dataset}")
-    out = []
-    for i in range(rows):
-        row = frame.iloc[i % len(frame)]
-        out.append(
-            {
-                f.name: float(row[f.name]) if f.kind is FeatureKind.numeric else str(row[f.name])
-                for f in features
-            }
+    picked = frame.iloc[np.arange(rows) % len(frame)]
+    columns = {
+        f.name: (
+            picked[f.name].astype(float).tolist()
+            if f.kind is FeatureKind.numeric
+            else picked[f.name].astype(str).tolist()
         )
-    return out
+        for f in features
+    }
+    return [{name: values[i] for name, values in columns.items()} for i in range(rows)]
 
 
 def records(rows: list[dict[str, Any]]) -> bytes:
