@@ -161,7 +161,7 @@ def profile(
         for fmt, name in (("raw", "profile-raw.txt"), ("flamegraph", "profile.svg")):
             subprocess.run(
                 [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "100",
-                 "--full-filenames", "--format", fmt, "--output", str(out / name)],
+                 "--nonblocking", "--full-filenames", "--format", fmt, "--output", str(out / name)],
                 capture_output=True, timeout=seconds + 60, check=True,
             )  # fmt: skip
     finally:

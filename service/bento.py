@@ -16,6 +16,7 @@ import bentoml
 from service import traffic
 from service.app import create_app
 from service.dataplane import DataPlane
+from service.fastlane import FastLane
 from service.metrics import Metrics
 from service.settings import ServingSettings
 
@@ -73,3 +74,8 @@ class Kiln:
     @bentoml.on_shutdown
     async def close(self) -> None:
         await self.plane.close()
+
+
+# The inference routes skip BentoML's request context, route scan and mount (see
+# service/fastlane.py); BentoML's metrics, tracing and timeout middleware still wrap them.
+Kiln.add_asgi_middleware(FastLane, fastapi=http_app)

@@ -9,6 +9,13 @@ endpoint functions FastAPI declared (same code, same OpenAPI documentation), tur
 into responses with the app's own exception handlers. Every other request goes on through
 FastAPI unchanged. ``routes_first`` puts the same routes first in the app's route list, where
 BentoML's mount looks for a match before every request.
+
+Under BentoML the same middleware is also installed one level out, as a service middleware
+(``FastLane(app, fastapi=http_app)``, see service/bento.py): there it sits inside BentoML's
+request metrics, tracing and timeout middleware, which still see every request, and in front
+of BentoML's request context, the outer app's exception middleware, its route scan and the
+mount, which the inference routes do not use (the profile in bench/RESULTS.md put those at
+about a tenth of a worker's time).
 """
 
 from __future__ import annotations
@@ -42,10 +49,15 @@ Endpoint = Callable[..., Awaitable[Response]]
 
 
 class FastLane:
-    """ASGI middleware: ``FAST_ROUTES`` straight to their endpoints, the rest to ``app``."""
+    """ASGI middleware: ``FAST_ROUTES`` straight to their endpoints, the rest to ``app``.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``fastapi`` is the app that declares the routes; by default the app the request is for
+    (``scope["app"]``), which is right when this middleware is the app's own.
+    """
+
+    def __init__(self, app: ASGIApp, fastapi: FastAPI | None = None) -> None:
         self.app = app
+        self.fastapi = fastapi
         self._routes: list[tuple[re.Pattern[str], Endpoint]] | None = None
 
     def _resolve(self, fastapi: FastAPI) -> list[tuple[re.Pattern[str], Endpoint]]:
@@ -63,7 +75,7 @@ class FastLane:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        fastapi: FastAPI = scope["app"]
+        fastapi: FastAPI = self.fastapi or scope["app"]
         if self._routes is None:
             self._routes = self._resolve(fastapi)
         path = get_route_path(scope)
@@ -71,6 +83,7 @@ class FastLane:
             match = pattern.fullmatch(path)
             if match is not None:
                 params = match.groupdict()
+                scope["app"] = fastapi  # what the endpoint reads its state from
                 scope["path_params"] = params
                 request = Request(scope, receive, send)
                 response = await self._call(fastapi, endpoint, request, params)

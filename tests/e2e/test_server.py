@@ -147,6 +147,27 @@ def test_metrics_families_and_error_counts(server: str) -> None:
     assert "bentoml_" in text  # BentoML's own request metrics stay
 
 
+def test_bentoml_request_metrics_count_the_fast_lane_routes(server: str) -> None:
+    """The inference routes skip BentoML's routing (service/fastlane.py) but not its metrics
+    middleware: the dashboards' request counters see every one, with its status code."""
+    counter = "bentoml_service_request_total"
+    v1, v2 = "/v1/models/churn/predict", "/v2/models/churn/infer"
+    before = httpx.get(f"{server}/metrics").text
+    for _ in range(3):
+        ok = httpx.post(f"{server}{v1}", json={"instances": [CHURN_ROW]})
+        assert ok.status_code == 200
+    bad = httpx.post(f"{server}{v2}", json={"inputs": "nope"})
+    assert bad.status_code == 400 and "error" in bad.json()
+    after = httpx.get(f"{server}/metrics").text
+
+    def grew(endpoint: str, code: str) -> float:
+        labels = {"endpoint": endpoint, "http_response_code": code}
+        return _metric(after, counter, **labels) - _metric(before, counter, **labels)
+
+    assert grew(v1, "200") == 3
+    assert grew(v2, "400") == 1
+
+
 def test_bad_input_over_http_is_4xx_json_and_the_server_keeps_serving(server: str) -> None:
     cases = [
         (b'{"instances": [', 400),
