@@ -32,8 +32,10 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "RegistrationError",
+    "ServiceUnavailable",
     "SpecError",
     "TrainingError",
+    "UnsupportedMediaType",
     "VerificationError",
 ]
 
@@ -124,6 +126,18 @@ class InvalidInput(KilnError):
 
     status_code = 400
     exit_code = 2
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A request body of a content type the route does not read."""
+
+    status_code = 415
+
+
+class ServiceUnavailable(KilnError):
+    """The service cannot answer yet (it is still starting)."""
+
+    status_code = 503
 
 
 class ModelNotReady(KilnError):

@@ -27,11 +27,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from kiln.errors import InvalidInput, KilnError, Overloaded, PayloadTooLarge
+from kiln.errors import (
+    InvalidInput,
+    KilnError,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
 from service.codecs import v2
-from service.codecs.records import decode_instances, encode_predictions
+from service.codecs.jsonkeys import ensure_unique_keys
+from service.codecs.records import decode_instances, encode_predictions, payload_members
 from service.dataplane import DataPlane, ServedModel
 from service.fastlane import FastLane, routes_first
+from service.openapi import install as install_openapi
 
 __all__ = ["create_app"]
 
@@ -58,7 +67,7 @@ def _error(exc: KilnError) -> Response:
 def _plane(request: Request) -> DataPlane:
     plane: DataPlane | None = getattr(request.app.state, "dataplane", None)
     if plane is None:
-        raise KilnError("the service has not finished starting")
+        raise ServiceUnavailable("the service has not finished starting; retry shortly")
     return plane
 
 
@@ -73,6 +82,26 @@ async def _body(request: Request) -> bytes:
         if len(body) > limit:
             raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
     return bytes(body)
+
+
+def _check_content_type(request: Request, *, binary: bool = False) -> None:
+    """JSON bodies: ``application/json`` (or ``application/*+json``), or no content type at
+    all; the V2 binary extension also ``application/octet-stream``. Anything else (a form,
+    text, XML) is answered 415 before the body is read."""
+    raw = request.headers.get("content-type")
+    if raw is None:
+        return
+    media = raw.partition(";")[0].strip().lower()
+    if media == JSON or (media.startswith("application/") and media.endswith("+json")):
+        return
+    if binary and media == "application/octet-stream":
+        return
+    accepted = "application/json" + (" or application/octet-stream" if binary else "")
+    hint = " (curl -d sends a form: add -H 'Content-Type: application/json')"
+    raise UnsupportedMediaType(
+        f"content type {raw[:60]!r} is not read here; send {accepted}"
+        + (hint if media == "application/x-www-form-urlencoded" else "")
+    )
 
 
 def _parse_json(body: bytes) -> Any:
@@ -163,13 +192,16 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
         plane = _plane(request)
         try:
             served = plane.get(name)
-            payload = _parse_json(await _body(request))
+            _check_content_type(request)
+            body = await _body(request)
+            payload = _parse_json(body)
             columns, rows = decode_instances(
                 payload,
                 served.features,
                 max_rows=plane.settings.max_rows_per_request,
                 unknown=plane.settings.unknown_features,
             )
+            ensure_unique_keys(body, payload_members(payload))
         except KilnError as exc:
             plane.record_error(name, exc)
             raise
@@ -227,6 +259,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
         plane = _plane(request)
         try:
             served = plane.get(name, version)
+            _check_content_type(request, binary=True)
             header = request.headers.get(HEADER_LENGTH)
             if header is not None and not header.isdigit():
                 raise InvalidInput(f"{HEADER_LENGTH} must be a whole number, got {header[:20]!r}")
@@ -273,6 +306,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
 
     app.include_router(try_page)
 
+    install_openapi(app)  # the routes' real request and response schemas (service/openapi.py)
     # The inference routes skip FastAPI's routing machinery (service/fastlane.py says why).
     if fast_lane:
         app.add_middleware(FastLane)

@@ -17,8 +17,9 @@ import numpy as np
 
 from kiln.artifact import FeatureKind
 from kiln.errors import InvalidInput, PayloadTooLarge
+from service.codecs.jsonkeys import members
 
-__all__ = ["MISSING_STRING", "decode_instances", "encode_predictions"]
+__all__ = ["MISSING_STRING", "decode_instances", "encode_predictions", "payload_members"]
 
 MISSING_STRING = ""  # how a missing categorical or text value reaches the model
 _SHOWN = 40
@@ -64,6 +65,13 @@ def decode_instances(
         if row.keys() != names:  # C-level set comparison; the details only on a mismatch
             _check_keys(i, row, features, names, unknown)
     return _typed(instances, features), len(instances)
+
+
+def payload_members(payload: dict[str, Any]) -> int:
+    """Object members of a decoded payload (rows hold plain values once decoded), for
+    :func:`service.codecs.jsonkeys.ensure_unique_keys`."""
+    rows = payload.get("instances") or ()
+    return len(payload) + sum(map(len, rows)) + members(payload.get("parameters"))
 
 
 def _typed(

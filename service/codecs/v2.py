@@ -40,6 +40,7 @@ import numpy as np
 import orjson
 
 from kiln.errors import InvalidInput, PayloadTooLarge
+from service.codecs.jsonkeys import ensure_unique_keys, members
 
 __all__ = ["InputSpec", "RequestedOutput", "V2Request", "decode_request", "encode_response"]
 
@@ -342,7 +343,20 @@ def decode_request(
             raise InvalidInput(f"{tensor.where} has {n} rows, earlier inputs have {rows}")
         rows = n
     columns = {spec.name: _column(tensors[spec.name], spec, rows) for spec in inputs}
+    ensure_unique_keys(body[:split], _members(doc))
     return V2Request(request_id, columns, rows, outputs, parameters)
+
+
+def _members(doc: dict[str, Any]) -> int:
+    """The object members of a decoded request, without walking the tensors' data (which holds
+    numbers and strings once decoded); a count that misses some only makes
+    ``ensure_unique_keys`` look closer, never wrongly pass."""
+    found = len(doc) + members(doc.get("parameters"))
+    for key in ("inputs", "outputs"):
+        for item in doc.get(key) or ():
+            if isinstance(item, dict):
+                found += len(item) + members(item.get("parameters"))
+    return found
 
 
 def _wire_datatype(name: str, array: np.ndarray) -> str:

@@ -59,6 +59,13 @@ def binary(*, truncate: int = 0, extra: bytes = b"") -> tuple[bytes, dict[str, s
     return body, {**JSON, "Inference-Header-Content-Length": str(len(header))}
 
 
+def _duplicate(body: bytes, key: str, value: str) -> bytes:
+    """``body`` with ``"key": value`` added again inside the first object that has ``key``."""
+    marker = json.dumps(key).encode() + b": "
+    at = body.index(marker)
+    return body[:at] + marker + value.encode() + b", " + body[at:]
+
+
 def _deep(levels: int) -> bytes:
     return b'{"instances": ' + b"[" * levels + b"]" * levels + b"}"
 
@@ -108,6 +115,19 @@ CORPUS: list[tuple[str, str, bytes, dict[str, str], int]] = [
     ("records-body-too-large", RECORDS, b" " * (MAX_BODY + 1) + records(CHURN_ROW), JSON, 413),
     ("records-unknown-model", "/v1/models/nope/predict", records(CHURN_ROW), JSON, 404),
     ("records-model-name-unicode", "/v1/models/%E2%98%83/predict", records(CHURN_ROW), JSON, 404),
+    ("records-duplicate-feature", RECORDS, _duplicate(records(CHURN_ROW), "age", "99"), JSON, 400),
+    ("records-duplicate-feature-with-colons", RECORDS,
+     _duplicate(records({**CHURN_ROW, "region": "east:1"}), "plan", '"dsl"'), JSON, 400),
+    ("records-duplicate-instances", RECORDS,
+     _duplicate(records(CHURN_ROW), "instances", "[]"), JSON, 400),
+    ("records-content-type-text", RECORDS, records(CHURN_ROW), {"Content-Type": "text/plain"},
+     415),
+    ("records-content-type-form", RECORDS, records(CHURN_ROW),
+     {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+    ("records-content-type-xml", RECORDS, records(CHURN_ROW),
+     {"Content-Type": "application/xml"}, 415),
+    ("records-content-type-binary", RECORDS, records(CHURN_ROW),
+     {"Content-Type": "application/octet-stream"}, 415),
     # -- Open Inference Protocol (V2) ----------------------------------------------------
     ("v2-empty-body", V2, b"", JSON, 400),
     ("v2-not-json", V2, b"{inputs", JSON, 400),
@@ -153,6 +173,17 @@ CORPUS: list[tuple[str, str, bytes, dict[str, str], int]] = [
     ("v2-unknown-model", "/v2/models/nope/infer", v2(*good_inputs()), JSON, 404),
     ("v2-unknown-version", "/v2/models/churn/versions/nope/infer", v2(*good_inputs()), JSON,
      404),
+    ("v2-duplicate-inputs-key", V2, _duplicate(v2(*good_inputs()), "inputs", "[]"), JSON, 400),
+    ("v2-duplicate-tensor-data", V2, _duplicate(v2(*good_inputs()), "data", "[99.0]"), JSON,
+     400),
+    ("v2-duplicate-key-in-binary-header", V2,
+     _duplicate(BIN_GOOD_BODY, "datatype", '"FP32"'),
+     {**BIN_LEFTOVER[1], "Inference-Header-Content-Length": str(
+         int(binary()[1]["Inference-Header-Content-Length"]) + len(b'"datatype": "FP32", '))},
+     400),
+    ("v2-content-type-text", V2, v2(*good_inputs()), {"Content-Type": "text/plain"}, 415),
+    ("v2-content-type-multipart", V2, v2(*good_inputs()),
+     {"Content-Type": "multipart/form-data; boundary=x"}, 415),
 ]
 # fmt: on
 

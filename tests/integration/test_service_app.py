@@ -290,3 +290,36 @@ def test_unknown_features_are_ignored_when_the_setting_says_so(served_models: di
     with TestClient(app) as lenient:
         response = predict(lenient, "churn", {"instances": [{**CHURN_ROW, "colour": "red"}]})
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/json", "application/json; charset=utf-8", "application/vnd.x+json"],
+)
+def test_json_content_types_are_read(client: TestClient, content_type: str | None) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    answer = predict(client, "churn", {"instances": [CHURN_ROW]}, headers=headers)
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
+def test_other_content_types_are_415_before_the_body_is_read(
+    client: TestClient, content_type: str
+) -> None:
+    answer = predict(
+        client, "churn", {"instances": [CHURN_ROW]}, headers={"Content-Type": content_type}
+    )
+    assert answer.status_code == 415
+    assert content_type in answer.json()["error"] and "application/json" in answer.json()["error"]
+    if content_type.endswith("urlencoded"):
+        assert "curl -d" in answer.json()["error"]
+
+
+def test_colons_inside_strings_are_fine_and_duplicates_are_named(client: TestClient) -> None:
+    row = {**CHURN_ROW, "region": "east:north", "plan": "a:b:c"}
+    assert predict(client, "churn", {"instances": [row]}).status_code == 200
+    body = json.dumps({"instances": [row]}).replace('"age": 30', '"age": 30, "age": 31')
+    answer = predict(client, "churn", body)
+    assert answer.status_code == 400 and "'age' appears twice" in answer.json()["error"]

@@ -178,3 +178,36 @@ def test_fast_column_paths_agree_with_the_per_value_rules(
             np.testing.assert_array_equal(columns[name], want)  # NaN equals NaN here
         else:
             assert columns[name].tolist() == expected[name]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["age", "plan", "note", "x", ""]) | st.text(max_size=4),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    payload=_JSON | st.fixed_dictionaries({"instances": st.lists(_JSON, max_size=4)}),
+    unknown=st.sampled_from(["reject", "ignore"]),
+)
+def test_fuzz_any_json_document_is_typed_or_refused_with_invalid_input(
+    payload: Any, unknown: Any
+) -> None:
+    """Whatever JSON arrives, the decoder answers columns or ``InvalidInput``: never another
+    exception (which the service would turn into a 500)."""
+    try:
+        columns, rows = decode(payload, unknown=unknown, max_rows=3)
+    except InvalidInput as exc:
+        assert exc.message
+        return
+    assert rows >= 1 and set(columns) == {"age", "plan", "note"}
+    assert all(len(column) == rows for column in columns.values())
