@@ -6,10 +6,12 @@ The model store is BentoML's own ``BENTOML_HOME``.
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["BatchLimits", "ServingSettings"]
 
@@ -70,6 +72,26 @@ class ServingSettings(BaseSettings):
 
     unknown_features: Literal["reject", "ignore"] = "reject"
     """What to do with a feature or input the model does not know: answer 400, or drop it."""
+
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """API keys, comma-separated (several, for rotation). When any key is set (here or in
+    `api_keys_file`), every route but health and metrics needs `Authorization: Bearer <key>`."""
+
+    api_keys_file: Path | None = None
+    """A file of API keys, one per line (a mounted Secret); read again when it changes."""
+
+    protect_health: bool = False
+    """With API keys set, also require a key on `/livez`, `/readyz`, `/metrics` and the V2
+    health routes (by default they stay open for probes and Prometheus)."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):  # a JSON list, like the other list settings
+                return json.loads(value)
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
 
     def limits_for(self, model: str) -> BatchLimits:
         return self.batch_overrides.get(model, self.batch)

@@ -92,3 +92,27 @@ def server(
     log = tmp_path_factory.mktemp("server") / "server.log"
     with kiln_server(served_models, log) as url:
         yield url
+
+
+# Keys of `keyed_server`: one from the environment, two from a secret file (a rotation).
+API_KEYS = ("env-key-1", "file-key-old", "file-key-new")
+
+
+@pytest.fixture(scope="module")
+def keyed_server(
+    served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """The real server with API keys set, and its log (with the access log on)."""
+    from tests.servers import kiln_server
+
+    directory = tmp_path_factory.mktemp("keyed")
+    secret = directory / "api-keys"
+    secret.write_text(f"# mounted secret\n{API_KEYS[1]}\n{API_KEYS[2]}\n")
+    log = directory / "server.log"
+    settings = {
+        "KILN_SERVE_API_KEYS": API_KEYS[0],
+        "KILN_SERVE_API_KEYS_FILE": str(secret),
+        "KILN_SERVE_ACCESS_LOG": "true",
+    }
+    with kiln_server(served_models, log, **settings) as url:
+        yield url, log

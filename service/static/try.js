@@ -14,9 +14,12 @@
   const errorBox = $("error");
   const result = $("result");
   const answer = $("answer");
+  const keyForm = $("key-form");
+  const keyInput = $("api-key");
 
   let current = null; // the chosen model's description, as GET /v1/models/{name} returns it
   let generation = 0; // answers to an earlier choice of model are ignored
+  let apiKey = ""; // an API key typed into the page (only when the service asks for one)
 
   // -- talking to the service -----------------------------------------------------------
 
@@ -30,7 +33,8 @@
   async function api(path, options) {
     let response;
     try {
-      response = await fetch(path, { ...options, headers: { Accept: "application/json", ...(options && options.headers) } });
+      const auth = apiKey ? { Authorization: "Bearer " + apiKey } : {};
+      response = await fetch(path, { ...options, headers: { Accept: "application/json", ...auth, ...(options && options.headers) } });
     } catch (exc) {
       throw new ApiError("The service could not be reached (" + exc.message + ").");
     }
@@ -40,6 +44,9 @@
       body = JSON.parse(text);
     } catch (exc) {
       body = null;
+    }
+    if (response.status === 401) {
+      keyForm.hidden = false; // the service wants a key: ask for one
     }
     if (!response.ok) {
       const message = body && typeof body.error === "string" ? body.error : text.slice(0, 500) || response.statusText;
@@ -351,6 +358,13 @@
 
   // -- wiring -----------------------------------------------------------------------------
 
+  keyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    apiKey = keyInput.value.trim();
+    keyForm.hidden = true;
+    clearError();
+    loadModels();
+  });
   modelSelect.addEventListener("change", () => chooseModel(modelSelect.value));
   form.addEventListener("submit", predict);
   form.addEventListener("reset", () => {

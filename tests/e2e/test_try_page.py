@@ -21,6 +21,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import API_KEYS
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -339,3 +341,46 @@ def test_an_api_error_is_shown_in_the_page(session: Session, server: str) -> Non
     assert unexpected == []
     assert len(session.console_errors) == 1
     assert session.foreign_requests() == []
+
+
+def test_with_api_keys_the_page_asks_for_one_and_then_works(
+    browser: Any, keyed_server: tuple[str, Path]
+) -> None:
+    url, _ = keyed_server
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, locale="en-US")
+    context.set_default_timeout(TIMEOUT_MS)
+    sent: list[str | None] = []
+    context.on(
+        "request",
+        lambda r: sent.append(r.headers.get("authorization")) if "/v1/" in r.url else None,
+    )
+    try:
+        page = context.new_page()
+        page.goto(f"{url}/try")  # the page itself is open
+        page.locator("#key-form").wait_for(state="visible")  # the API said 401
+        assert "error 401" in page.locator("#error").inner_text()
+        assert page.locator("#model option").all_inner_texts() == ["No models"]
+
+        page.get_by_label("API key").fill("not-the-key")
+        page.get_by_role("button", name="Use this key").click()
+        page.locator("#key-form").wait_for(state="visible")  # refused again: asked again
+        assert "not valid" in page.locator("#error").inner_text()
+
+        page.get_by_label("API key").fill(API_KEYS[1])
+        page.get_by_role("button", name="Use this key").click()
+        page.locator("#model:enabled").wait_for()
+        assert page.locator("#key-form").is_hidden() and page.locator("#error").is_hidden()
+        _choose(page, "churn")
+        _fill(page, CHURN_FORM)
+        page.get_by_role("button", name="Predict").click()
+        page.locator("#result").wait_for(state="visible")
+        assert f"Bearer {API_KEYS[1]}" in sent and None in sent
+        headers = {"Authorization": f"Bearer {API_KEYS[1]}"}
+        expected = httpx.post(
+            f"{url}/v1/models/churn/predict",
+            json={"instances": [CHURN_FORM]},
+            headers=headers,
+        ).json()["predictions"][0]
+        assert str(expected) in page.locator("#answer").inner_text()
+    finally:
+        context.close()
