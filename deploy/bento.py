@@ -42,7 +42,10 @@ def production_models() -> list[StoredModel]:
     from service.dataplane import select_models
     from service.settings import ServingSettings
 
-    return select_models(ServingSettings())
+    models, problems = select_models(ServingSettings())
+    if problems:  # an image would ship a model that cannot serve: refuse to build it
+        raise KilnError("; ".join(p.message for p in problems))
+    return models
 
 
 def build_bento(models: list[StoredModel], bentofile: Path = REPO / "bentofile.yaml") -> str:

@@ -14,9 +14,11 @@ import os
 import bentoml
 
 from service import traffic
+from service.access import ApiKeyMiddleware, KeyRing
 from service.app import create_app
 from service.dataplane import DataPlane
 from service.fastlane import FastLane
+from service.health import ReadinessMiddleware
 from service.metrics import Metrics
 from service.settings import ServingSettings
 
@@ -36,12 +38,15 @@ http_app = create_app()
 _TRUE = ("1", "true", "yes")
 _access_log = os.environ.get("KILN_SERVE_ACCESS_LOG", "false").lower() in _TRUE
 _trace = os.environ.get("KILN_SERVE_TRACE_INFERENCE", "false").lower() in _TRUE
+_traffic: dict[str, float | int] = {"timeout": float(os.environ.get("KILN_SERVE_TIMEOUT", "30"))}
+if os.environ.get("KILN_SERVE_MAX_CONCURRENCY"):  # past it: 503 + Retry-After (traffic.py)
+    _traffic["max_concurrency"] = int(os.environ["KILN_SERVE_MAX_CONCURRENCY"])
 
 
 @bentoml.service(
     name="kiln",
     workers=int(os.environ.get("KILN_SERVE_WORKERS", "1")),
-    traffic={"timeout": float(os.environ.get("KILN_SERVE_TIMEOUT", "30"))},
+    traffic=_traffic,
     logging={"access": {"enabled": _access_log}},
     tracing={} if _trace else {"excluded_urls": ["/v1/models", "/v2/models", "/v1/noop"]},
 )
@@ -51,6 +56,7 @@ class Kiln:
 
     def __init__(self) -> None:
         settings = ServingSettings()
+        http_app.state.keyring = KeyRing.from_settings(settings)
         self.plane = DataPlane.load(settings, Metrics())
         http_app.state.dataplane = self.plane
         for served in self.plane.models.values():
@@ -76,6 +82,14 @@ class Kiln:
         await self.plane.close()
 
 
+# API keys, when configured, guard every route but health and metrics (service/access.py).
+Kiln.add_asgi_middleware(  # type: ignore[attr-defined]
+    ApiKeyMiddleware, keys=lambda: getattr(http_app.state, "keyring", None)
+)
+# /readyz names the models that are ready and those that failed to load (service/health.py).
+Kiln.add_asgi_middleware(  # type: ignore[attr-defined]
+    ReadinessMiddleware, plane=lambda: getattr(http_app.state, "dataplane", None)
+)
 # The inference routes skip BentoML's request context, route scan and mount (see
 # service/fastlane.py); BentoML's metrics, tracing and timeout middleware still wrap them.
 # (The decorators made ``Kiln`` a ``bentoml.Service``; mypy still sees the class.)

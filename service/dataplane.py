@@ -17,6 +17,7 @@ import numpy as np
 
 from kiln.artifact import FeatureKind, ModelMetadata, Stage, Task
 from kiln.errors import (
+    ArtifactError,
     InvalidInput,
     KilnError,
     ModelNotFound,
@@ -42,17 +43,25 @@ def _production(name: str) -> StoredModel:
     return found
 
 
-def select_models(settings: ServingSettings) -> list[StoredModel]:
+def select_models(
+    settings: ServingSettings,
+) -> tuple[list[StoredModel], list[ArtifactError]]:
     """The production version of each model (the promoted one, else the newest that passed
     its gate), or the settings' explicit list: `NAME` follows production, `NAME:VERSION` is
-    pinned."""
+    pinned. Also the models whose files cannot be read (a name in the explicit list that is
+    not in the store at all is an error: a mistake in the settings)."""
     if settings.models:
-        return [get_model(ref) if ":" in ref else _production(ref) for ref in settings.models]
+        found: list[StoredModel] = []
+        unreadable: list[ArtifactError] = []
+        for ref in settings.models:
+            try:
+                found.append(get_model(ref) if ":" in ref else _production(ref))
+            except ArtifactError as exc:
+                unreadable.append(exc)
+        return found, unreadable
     models, problems = list_models()
-    for problem in problems:
-        log.error("skipping an unreadable model: %s", problem)
     names = sorted({m.metadata.name for m in models if m.stage is Stage.candidate})
-    return [_production(name) for name in names]
+    return [_production(name) for name in names], problems
 
 
 def error_reason(exc: BaseException) -> str:
@@ -166,9 +175,17 @@ class DataPlane:
                 f"(available: {', '.join(default_providers())})"
             )
         plane.providers = providers
-        for stored in select_models(settings):
-            plane.add(stored, providers)
-        if not plane.models:
+        stored_models, problems = select_models(settings)
+        for stored in stored_models:
+            try:
+                plane.add(stored, providers)
+            except ArtifactError as exc:  # this model only: the others still serve
+                plane.fail(stored.metadata.name, exc)
+        for problem in problems:  # unreadable, with no readable version served instead
+            name = problem.tag.split(":")[0]
+            if name not in plane.models and name not in plane.failed:
+                plane.fail(name, problem)
+        if not plane.models and not plane.failed:
             log.warning("no model to serve: train one (make train) or set KILN_SERVE_MODELS")
         return plane
 
@@ -180,6 +197,15 @@ class DataPlane:
             )
         runtime.warm_up()
         return runtime
+
+    def fail(self, name: str, exc: KilnError) -> None:
+        """Mark ``name`` not ready: it cannot be loaded. The other models keep serving; its
+        requests get 503 and ``/readyz`` names it."""
+        self.failed[name] = exc.message
+        log.error("model %s cannot be served: %s", name, exc.message)
+        if self.metrics:
+            self.metrics.load_failures.labels(name).inc()
+            self.metrics.ready.labels(name).set(0)
 
     def add(self, stored: StoredModel, providers: list[str]) -> ServedModel:
         return self._serve(self._open(stored, providers))

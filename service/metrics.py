@@ -63,6 +63,12 @@ class Metrics:
             registry=reg,
             multiprocess_mode="max",
         )
+        self.load_failures = Counter(
+            "kiln_model_load_failures_total",
+            "Model versions that could not be loaded (missing or damaged files), by model.",
+            ["model"],
+            registry=reg,
+        )
         self.ready = Gauge(
             "kiln_model_ready",
             "1 when the model is loaded and warm, else 0.",

@@ -6,6 +6,7 @@ here knows about HTTP, batching or BentoML.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -74,6 +75,14 @@ class ModelRuntime:
             model_bytes = stored.onnx_path.read_bytes()
         except OSError as exc:
             raise ArtifactError(stored.tag, f"model.onnx is unreadable: {exc}") from None
+        found = hashlib.sha256(model_bytes).hexdigest()
+        if found != self.metadata.onnx_sha256:
+            raise ArtifactError(
+                stored.tag,
+                f"model.onnx does not match the sha256 registered in kiln.json (registered "
+                f"{self.metadata.onnx_sha256[:12]}..., found {found[:12]}...): the file was "
+                "changed or damaged after registration; refusing to serve it",
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1

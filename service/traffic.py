@@ -1,4 +1,5 @@
-"""A fix for BentoML 1.4's request timeout middleware, installed by service/bento.py.
+"""Kiln's versions of BentoML 1.4's timeout and concurrency middleware, installed by
+service/bento.py.
 
 BentoML's ``TimeoutMiddleware`` (bentoml/_internal/server/http/traffic.py) schedules a timer
 per request with ``loop.call_later`` and never cancels it. The timer holds the request's
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["CancellingTimeoutMiddleware", "install"]
+__all__ = ["CancellingTimeoutMiddleware", "ConcurrencyLimitMiddleware", "install"]
 
 Scope = dict[str, Any]
 
@@ -57,8 +58,58 @@ class CancellingTimeoutMiddleware:
             await response(scope, receive, send)
 
 
+class ConcurrencyLimitMiddleware:
+    """BentoML's ``MaxConcurrencyMiddleware`` (``traffic.max_concurrency``, set by
+    ``KILN_SERVE_MAX_CONCURRENCY``), answering as Kiln's other overload does.
+
+    BentoML's answers ``429 {"error": "Too many requests"}`` with no ``Retry-After``; a
+    request past the limit here gets ``503`` with ``Retry-After: 1`` and a JSON error, like a
+    request refused by a full batching queue, so a client (or a load balancer) treats both
+    the same way: the server is busy, try again shortly. Health and metrics routes are never
+    limited, so probes keep answering under overload.
+    """
+
+    BYPASS_PATHS = frozenset({"/metrics", "/healthz", "/livez", "/readyz"})
+
+    def __init__(self, app: Any, max_concurrency: int, skip_paths: list[str] | None = None):
+        self.app = app
+        self.limit = max_concurrency
+        self.active = 0
+        self.skip_paths = frozenset({*(skip_paths or []), *self.BYPASS_PATHS})
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.skip_paths:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            body = (
+                b'{"error":"the server is at its limit of '
+                + str(self.limit).encode()
+                + b' concurrent requests; retry shortly"}'
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"retry-after", b"1"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
 def install() -> None:
-    """Make BentoML build its apps with the cancelling middleware (call before serving)."""
+    """Make BentoML build its apps with Kiln's middleware (call before serving)."""
     from bentoml._internal.server.http import traffic
 
     traffic.TimeoutMiddleware = CancellingTimeoutMiddleware  # type: ignore[misc,assignment]
+    traffic.MaxConcurrencyMiddleware = ConcurrencyLimitMiddleware  # type: ignore[misc,assignment]

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import REPO
 
-__all__ = ["free_port", "kiln_server", "start", "stop", "wait_ready"]
+__all__ = ["free_port", "kiln_process", "kiln_server", "start", "stop", "wait_ready"]
 
 
 def free_port() -> int:
@@ -64,9 +64,13 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, seconds: f
 
 
 @contextmanager
-def kiln_server(served_models: dict[str, Any], log: Path, **settings: str) -> Iterator[str]:
+def kiln_process(
+    served_models: dict[str, Any], log: Path, *, wait_for: str = "/readyz", **settings: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`bentoml serve` from the repository root, as a user runs it, serving exactly the
-    versions in ``served_models``; yields its URL once /readyz answers 200."""
+    versions in ``served_models``; yields its URL and process once ``wait_for`` answers 200.
+    ``settings`` are environment variables (``KILN_SERVE_*``, or ``BENTOML_HOME`` for another
+    store). Stopped on the way out, if it still runs."""
     port = free_port()
     env = {
         **os.environ,
@@ -78,7 +82,16 @@ def kiln_server(served_models: dict[str, Any], log: Path, **settings: str) -> It
     process = start([str(bentoml), "serve", "--host", "127.0.0.1", "--port", str(port)], log, env)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(f"{url}/readyz", process, log, 90)
-        yield url
+        wait_ready(f"{url}{wait_for}", process, log, 90)
+        yield url, process
     finally:
         stop(process)
+
+
+@contextmanager
+def kiln_server(
+    served_models: dict[str, Any], log: Path, *, wait_for: str = "/readyz", **settings: str
+) -> Iterator[str]:
+    """:func:`kiln_process`, yielding only the URL."""
+    with kiln_process(served_models, log, wait_for=wait_for, **settings) as (url, _):
+        yield url
