@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: help install lock train serve demo-data test test-fast lint format typecheck check clean
+.PHONY: help install lock train serve demo-data test test-fast lint format typecheck audit check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,6 +76,9 @@ format: $(STAMP) ## Reformat the code (ruff)
 typecheck: $(STAMP) ## Type-check the packages (mypy)
 	$(BIN)/mypy
 
+audit: $(STAMP) ## Known vulnerabilities of the pinned packages (PyPI's advisory data; deploy/audit.py)
+	$(BIN)/python deploy/audit.py
+
 check: lint typecheck test ## Lint, type-check and test
 
 clean: ## Remove the virtual environment and caches (not the model store)
@@ -124,6 +127,11 @@ containerize-train: ## Build the training image kiln-train:cpu (for the retraini
 bench: $(STAMP) ## Kiln against its peers and the limits, ~35 min; writes bench/RESULTS.md, fails below a target
 	bench/peers/setup.sh
 	$(BIN)/python bench/serving.py --check
+
+soak: $(STAMP) ## 10 minutes of steady load on the served models: no errors, memory within 10% (bench/soak.py)
+	@$(BIN)/python -c 'import sys; from kiln.store import list_models; sys.exit(0 if list_models()[0] else 1)' \
+	  || { echo "the model store is empty: training the demo models first"; $(MAKE) --no-print-directory train; }
+	$(BIN)/python bench/soak.py --serve --json bench/runs/soak-latest.json
 
 bench-quick: $(STAMP) ## The same in under 3 minutes (2 s runs, concurrency 64): a smoke test, no report
 	bench/peers/setup.sh

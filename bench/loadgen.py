@@ -111,17 +111,26 @@ def parse_hey(output: str) -> Load:
 
 
 def load_argv(
-    tool: str, url: str, body: Body, seconds: int, concurrency: int, threads: int
+    tool: str,
+    url: str,
+    body: Body,
+    seconds: int,
+    concurrency: int,
+    threads: int,
+    rate: float | None = None,
 ) -> list[str]:
-    """The command line of one load run."""
+    """The command line of one load run; ``rate`` (hey only) caps the requests per second."""
+    if rate is not None and tool != "hey":
+        raise LoadError("a request rate needs hey (wrk has no rate limit)")
     if tool == "wrk":
         return [
             "wrk", "-s", str(LUA_SCRIPT), f"-t{min(threads, concurrency)}", f"-c{concurrency}",
             f"-d{seconds}s", "--timeout", "10s", "--latency", url,
         ]  # fmt: skip
     headers = [arg for name, value in body.headers.items() for arg in ("-H", f"{name}: {value}")]
+    paced = ["-q", f"{rate / concurrency:.2f}"] if rate is not None else []
     return [
-        "hey", "-c", str(concurrency), "-z", f"{seconds}s", "-m", "POST",
+        "hey", "-c", str(concurrency), "-z", f"{seconds}s", *paced, "-m", "POST",
         "-T", body.content_type, *headers, "-D", str(body.path), "-t", "10", url,
     ]  # fmt: skip
 
@@ -137,13 +146,19 @@ def load_env(body: Body) -> dict[str, str]:
 
 
 def run_load(
-    tool: str, url: str, body: Body, seconds: int, concurrency: int, threads: int
+    tool: str,
+    url: str,
+    body: Body,
+    seconds: int,
+    concurrency: int,
+    threads: int,
+    rate: float | None = None,
 ) -> tuple[Load, float]:
     """Run the load generator: (its measurement, the CPU seconds it used itself)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         done = subprocess.run(
-            load_argv(tool, url, body, seconds, concurrency, threads),
+            load_argv(tool, url, body, seconds, concurrency, threads, rate),
             env=load_env(body),
             capture_output=True,
             text=True,
