@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -74,6 +75,11 @@ def test_overload_sheds_with_503_keeps_probes_and_recovers(
         assert statuses[503] > statuses[200] * 0.1  # it really was over capacity
         assert "Error distribution" not in load.stdout  # no connection error, no timeout
         assert probes and all(status == 200 for status, _ in probes)
+        slowest = max(took for _, took in probes)
+        print(
+            f"\noverload: {statuses}, {len(probes)} probes, slowest {slowest:.2f} s",
+            file=sys.stderr,
+        )
         assert max(took for _, took in probes) < 2.0
         assert refused, "no 503 seen by the sampling client"
         for answer in refused:
