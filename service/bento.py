@@ -18,6 +18,7 @@ from service import traffic
 from service.access import ApiKeyMiddleware, KeyRing
 from service.app import create_app
 from service.dataplane import DataPlane
+from service.errorbodies import JsonErrors
 from service.fastlane import FastLane
 from service.health import ReadinessMiddleware
 from service.metrics import Metrics
@@ -103,3 +104,5 @@ Kiln.add_asgi_middleware(  # type: ignore[attr-defined]
 # service/fastlane.py); BentoML's metrics, tracing and timeout middleware still wrap them.
 # (The decorators made ``Kiln`` a ``bentoml.Service``; mypy still sees the class.)
 Kiln.add_asgi_middleware(FastLane, fastapi=http_app)  # type: ignore[attr-defined]
+# Behind the fast lane: any plain-text error (BentoML's own 404 and 405) becomes JSON.
+Kiln.add_asgi_middleware(JsonErrors)  # type: ignore[attr-defined]

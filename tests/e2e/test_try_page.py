@@ -361,12 +361,12 @@ def test_with_api_keys_the_page_asks_for_one_and_then_works(
         assert "error 401" in page.locator("#error").inner_text()
         assert page.locator("#model option").all_inner_texts() == ["No models"]
 
-        page.get_by_label("API key").fill("not-the-key")
+        page.get_by_label("API key", exact=True).fill("not-the-key")
         page.get_by_role("button", name="Use this key").click()
         page.locator("#key-form").wait_for(state="visible")  # refused again: asked again
         assert "not valid" in page.locator("#error").inner_text()
 
-        page.get_by_label("API key").fill(API_KEYS[1])
+        page.get_by_label("API key", exact=True).fill(API_KEYS[1])
         page.get_by_role("button", name="Use this key").click()
         page.locator("#model:enabled").wait_for()
         assert page.locator("#key-form").is_hidden() and page.locator("#error").is_hidden()
