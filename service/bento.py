@@ -43,10 +43,10 @@ _trace = os.environ.get("KILN_SERVE_TRACE_INFERENCE", "false").lower() in _TRUE
 _traffic: dict[str, float | int] = {"timeout": float(os.environ.get("KILN_SERVE_TIMEOUT", "30"))}
 if os.environ.get("KILN_SERVE_MAX_CONCURRENCY"):  # past it: 503 + Retry-After (traffic.py)
     _traffic["max_concurrency"] = int(os.environ["KILN_SERVE_MAX_CONCURRENCY"])
-# The worker's event loop. uvloop is about 6% faster per request, but its libuv accepts one
-# new connection per loop iteration (libuv PR #3696): under a flood of busy connections new
-# ones, health probes included, waited up to 8 s in the accept queue (tests/e2e/
-# test_overload.py). asyncio's loop accepts up to a hundred waiting connections at a time.
+# The worker's event loop. uvloop is faster on bulk JSON (bench/RESULTS.md), but its libuv
+# accepts one new connection per loop iteration (libuv PR #3696): under a flood of busy
+# connections, new ones, health probes included, waited up to 8 s in the accept queue
+# (tests/e2e/test_overload.py). asyncio's loop accepts up to a hundred at a time.
 _loop = os.environ.get("KILN_SERVE_EVENT_LOOP", "asyncio")
 if _loop not in ("asyncio", "uvloop"):
     raise ValueError(f"KILN_SERVE_EVENT_LOOP must be asyncio or uvloop, got {_loop!r}")
