@@ -54,12 +54,23 @@ def _digest(key: str | bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
+def _unreadable(path: Path, exc: Exception) -> KilnError:
+    return KilnError(f"the API key file {path} cannot be read: {exc}")
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+
+
 def read_key_file(path: Path) -> list[str]:
     """The keys in a secret file: one per line, blank lines and ``#`` comments skipped."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise KilnError(f"the API key file {path} cannot be read: {exc}") from None
+        raise _unreadable(path, exc) from None
     keys = [line.strip() for line in text.splitlines()]
     return [k for k in keys if k and not k.startswith("#")]
 
@@ -98,17 +109,9 @@ class KeyRing:
             return
         self._checked = now
         try:
-            stamp = self._file.stat().st_mtime
-        except OSError as exc:
-            if force:
-                raise KilnError(f"the API key file {self._file} cannot be read: {exc}") from None
-            log.error(
-                "the API key file %s cannot be read (%s): keeping its last keys", self._file, exc
-            )
-            return
-        if stamp == self._stamp:
-            return
-        try:
+            stamp = _modified(self._file)
+            if stamp == self._stamp:
+                return
             keys = read_key_file(self._file)
         except KilnError as exc:
             if force:

@@ -181,9 +181,11 @@ class DataPlane:
                 plane.add(stored, providers)
             except ArtifactError as exc:  # this model only: the others still serve
                 plane.fail(stored.metadata.name, exc)
-        for problem in problems:  # unreadable, with no readable version served instead
+        for problem in problems:  # unreadable versions: a failure unless another serves
             name = problem.tag.split(":")[0]
-            if name not in plane.models and name not in plane.failed:
+            if name in plane.models or name in plane.failed:
+                log.error("skipping an unreadable model: %s", problem)
+            else:
                 plane.fail(name, problem)
         if not plane.models and not plane.failed:
             log.warning("no model to serve: train one (make train) or set KILN_SERVE_MODELS")
