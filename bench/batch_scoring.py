@@ -146,8 +146,8 @@ def timed(label: str, rows: int, repeat: int, run: Callable[[], Any]) -> dict[st
 
 def measure_ort(tag: str, data: Path, rows: int, repeat: int) -> list[dict[str, Any]]:
     """ONNX Runtime alone on the rows in memory: with its own threads, and as batch runs it."""
+    from kiln.runtime import ModelRuntime, default_providers
     from kiln.store import get_model
-    from service.runtime import ModelRuntime, default_providers
     from training.batch import _Inference
 
     chunks, n = typed_columns(tag, data)

@@ -59,7 +59,7 @@ _LAYERS = (  # (layer, needle in "function (file)"): a sample is charged to the 
     # innermost frame that matches; unmatched frames (numpy, logging, asyncio...) are charged
     # to the nearest matching caller, so numpy under Kiln's checks counts as Kiln.
     ("ONNX Runtime (Session.run)", "Session.run ("),
-    ("Kiln: records codec (service/codecs/records.py)", "service/codecs/records.py"),
+    ("Kiln: records codec (kiln/records.py)", "kiln/records.py"),
     ("Kiln: data plane checks and metrics (service/dataplane.py)", "service/dataplane.py"),
     ("Kiln: batcher (service/batching.py)", "service/batching.py"),
     ("Kiln: routes and body reading (service/app.py)", "service/app.py"),

@@ -8,6 +8,7 @@ functions: importing this module costs nothing.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,26 @@ class StoredModel:
     @property
     def stage(self) -> Stage:
         return self.metadata.stage
+
+    def read_onnx(self) -> bytes:
+        """model.onnx's bytes, checked against the sha256 registered in kiln.json.
+
+        Raises ArtifactError when the file is unreadable or was changed after registration:
+        such a version is never served, scored or promoted.
+        """
+        try:
+            model_bytes = self.onnx_path.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(self.tag, f"model.onnx is unreadable: {exc}") from None
+        found = hashlib.sha256(model_bytes).hexdigest()
+        if found != self.metadata.onnx_sha256:
+            raise ArtifactError(
+                self.tag,
+                f"model.onnx does not match the sha256 registered in kiln.json (registered "
+                f"{self.metadata.onnx_sha256[:12]}..., found {found[:12]}...): the file was "
+                "changed or damaged after registration; refusing to use it",
+            )
+        return model_bytes
 
 
 def store_path() -> Path:

@@ -1,9 +1,5 @@
-"""Serving: ONNX Runtime behind one data plane, a BentoML service and an in-process Predictor.
+"""Serving: ONNX Runtime behind one data plane, and the BentoML service over it.
 
-``from service import Predictor`` is the in-process entry point; the BentoML service is
-``service.bento:Kiln`` (see bentofile.yaml). Importing this package loads no model.
+The BentoML service is ``service.bento:Kiln`` (see bentofile.yaml); the in-process entry point
+is ``kiln.Predictor``, from the shared core. Importing this package loads no model.
 """
-
-from service.predictor import Predictor
-
-__all__ = ["Predictor"]

@@ -35,9 +35,9 @@ from kiln.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from kiln.records import decode_instances, encode_predictions
 from service.codecs import v2
-from service.codecs.jsonkeys import ensure_unique_keys
-from service.codecs.records import decode_instances, encode_predictions, payload_members
+from service.codecs.jsonkeys import ensure_unique_keys, payload_members
 from service.dataplane import DataPlane, ServedModel
 from service.fastlane import FastLane, routes_first
 from service.openapi import install as install_openapi

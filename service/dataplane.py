@@ -13,8 +13,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from kiln.artifact import FeatureKind, ModelMetadata, Stage, Task
 from kiln.errors import (
     ArtifactError,
@@ -25,13 +23,14 @@ from kiln.errors import (
     Overloaded,
 )
 from kiln.production import production_model
+from kiln.runtime import CUDA, ModelRuntime, default_providers
 from kiln.store import StoredModel, get_model, list_models
+from kiln.values import check_columns
 from service.batching import Batcher, BatchStats, Columns, Outputs
 from service.metrics import Metrics
-from service.runtime import CUDA, ModelRuntime, default_providers
 from service.settings import ServingSettings
 
-__all__ = ["DataPlane", "ServedModel", "check_columns", "error_reason", "select_models"]
+__all__ = ["DataPlane", "ServedModel", "error_reason", "select_models"]
 
 log = logging.getLogger("kiln.service")
 
@@ -73,25 +72,6 @@ def error_reason(exc: BaseException) -> str:
     if isinstance(exc, InvalidInput):
         return "invalid_input"
     return "internal"
-
-
-def check_columns(metadata: ModelMetadata, columns: Columns) -> None:
-    """Checks that hold whatever the protocol: finite numbers (NaN means missing), strings."""
-    numeric = [f.name for f in metadata.features if f.kind is FeatureKind.numeric]
-    if numeric:  # one pass over every numeric value; the feature and row only when one is bad
-        values = np.concatenate([columns[n] for n in numeric]) if len(numeric) > 1 else None
-        if values is None or np.isinf(values).any():
-            for name in numeric:
-                bad = np.isinf(columns[name])
-                if bad.any():
-                    row = int(np.argmax(bad))
-                    raise InvalidInput(
-                        f"feature {name!r}, row {row}: infinite values are not accepted "
-                        "(send null or NaN for a missing value)"
-                    )
-    for feature in metadata.features:
-        if feature.kind is not FeatureKind.numeric and columns[feature.name].dtype != object:
-            raise InvalidInput(f"feature {feature.name!r}: expected strings")
 
 
 @dataclass

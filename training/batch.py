@@ -35,9 +35,9 @@ import pandas as pd
 
 from kiln.artifact import FeatureKind, ModelMetadata, Task
 from kiln.errors import DataError, InvalidInput
+from kiln.runtime import ModelRuntime, default_providers
 from kiln.store import get_model
-from service.dataplane import check_columns
-from service.runtime import ModelRuntime, default_providers
+from kiln.values import check_columns
 
 __all__ = ["ScoreSummary", "default_rejects_path", "estimate_rows", "score_file"]
 

@@ -66,7 +66,7 @@ def new_files(paths: list[Path], champion: StoredModel | None) -> list[Path]:
 
 def holdout_score(model: StoredModel, spec: Spec, X: Any, y: Any, metric: str) -> float | None:
     """``metric`` of a stored (ONNX) model on holdout rows ``X``, ``y``."""
-    from service.runtime import ModelRuntime, default_providers
+    from kiln.runtime import ModelRuntime, default_providers
 
     meta = model.metadata
     missing = [f.name for f in meta.features if f.name not in X.columns]

@@ -23,9 +23,9 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, render_template_string, request
 
+from kiln import Predictor
 from kiln.artifact import Feature, FeatureKind
 from kiln.errors import InvalidInput, KilnError
-from service import Predictor
 
 PAGE = """<!doctype html>
 <title>{{ p.name }}</title>

@@ -18,7 +18,7 @@ from typing import Any
 
 from kiln.errors import InvalidInput
 
-__all__ = ["ensure_unique_keys", "members"]
+__all__ = ["ensure_unique_keys", "members", "payload_members"]
 
 
 def members(node: Any) -> int:
@@ -61,3 +61,10 @@ def ensure_unique_keys(text: bytes | memoryview, parsed_members: int) -> None:
         ) from None
     except RecursionError:
         raise InvalidInput("the JSON document is nested too deeply") from None
+
+
+def payload_members(payload: dict[str, Any]) -> int:
+    """Object members of a decoded payload (rows hold plain values once decoded), for
+    :func:`ensure_unique_keys`."""
+    rows = payload.get("instances") or ()
+    return len(payload) + sum(map(len, rows)) + members(payload.get("parameters"))

@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service import Predictor
+from kiln import Predictor
 from tests.conftest import CHURN_ROW, REPO
 
 SCRIPT = REPO / "deploy" / "ci-image.sh"

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service import Predictor
+from kiln import Predictor
 from tests.conftest import CHURN_ROW
 from tests.servers import kiln_server
 

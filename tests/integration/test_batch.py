@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kiln import Predictor
 from kiln.errors import DataError, ModelNotFound
-from service import Predictor
 from tests.conftest import REPO
 from training.batch import score_file
 
@@ -176,9 +176,9 @@ def test_parquet_column_types_are_read_like_the_service_reads_values(
 def test_slices_side_by_side_answer_like_one_call(
     churn_tag: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from kiln.records import decode_instances
+    from kiln.runtime import ModelRuntime
     from kiln.store import get_model
-    from service.codecs.records import decode_instances
-    from service.runtime import ModelRuntime
     from training.batch import _Inference
 
     runtime = ModelRuntime(get_model(churn_tag), ["CPUExecutionProvider"], intra_op_threads=1)

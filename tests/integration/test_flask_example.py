@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from examples.flask_app.app import create_app
-from service import Predictor
+from kiln import Predictor
 from tests.conftest import SPECS
 from training.run import train
 from training.spec import load_spec

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from kiln.errors import ArtifactError
+from kiln.runtime import ModelRuntime
 from kiln.store import StoredModel, get_model
-from service.runtime import ModelRuntime
 from tests.conftest import CHURN_ROW, REPO
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kiln import Predictor
 from kiln.errors import InvalidInput, ModelNotFound
-from service import Predictor
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from kiln import Predictor
 from kiln.errors import KilnError
-from service import Predictor
+from kiln.runtime import CPU, CUDA
 from service.dataplane import DataPlane
-from service.runtime import CPU, CUDA
 from service.settings import ServingSettings
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,7 @@ def test_model_runs_on_cuda_and_answers_like_cpu(served_models: dict[str, Any]) 
     assert gpu.runtime.providers.cpu_nodes == (meta.onnx_nodes or {}).get("ai.onnx.ml", 0)
     columns = gpu.runtime.example_columns(rows=8)
     on_gpu = gpu.runtime.run(columns)
-    cpu = Predictor.from_store("churn", ServingSettings(providers=[CPU]))
+    cpu = Predictor.from_store("churn", providers=[CPU])
     on_cpu = cpu.runtime.run(columns)
     assert on_gpu["label"].tolist() == on_cpu["label"].tolist()
     np.testing.assert_allclose(on_gpu["probabilities"], on_cpu["probabilities"], atol=1e-5)

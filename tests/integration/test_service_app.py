@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service import Predictor
+from kiln import Predictor
 from service.app import create_app
 from service.dataplane import DataPlane
 from service.settings import ServingSettings

@@ -11,7 +11,7 @@ import pytest
 
 from kiln.artifact import FeatureKind
 from kiln.errors import InvalidInput
-from service.codecs.records import decode_instances
+from kiln.records import decode_instances
 from training.batch import _check_chunk, _output_format, default_rejects_path, estimate_rows
 
 NUM, CAT, TXT = FeatureKind.numeric, FeatureKind.categorical, FeatureKind.text

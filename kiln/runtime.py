@@ -1,12 +1,12 @@
 """One model in ONNX Runtime: its session, its inputs, the provider it runs on.
 
 Opened once, warmed up with one prediction, then called with typed feature columns. Nothing
-here knows about HTTP, batching or BentoML.
+here knows about HTTP, batching or BentoML; the service, the in-process Predictor, batch
+scoring and retraining all open models through this class.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -71,18 +71,7 @@ class ModelRuntime:
         self.metadata: ModelMetadata = stored.metadata
         self.name = self.metadata.name
         self.version = self.metadata.version
-        try:
-            model_bytes = stored.onnx_path.read_bytes()
-        except OSError as exc:
-            raise ArtifactError(stored.tag, f"model.onnx is unreadable: {exc}") from None
-        found = hashlib.sha256(model_bytes).hexdigest()
-        if found != self.metadata.onnx_sha256:
-            raise ArtifactError(
-                stored.tag,
-                f"model.onnx does not match the sha256 registered in kiln.json (registered "
-                f"{self.metadata.onnx_sha256[:12]}..., found {found[:12]}...): the file was "
-                "changed or damaged after registration; refusing to serve it",
-            )
+        model_bytes = stored.read_onnx()
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1

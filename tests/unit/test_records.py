@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from kiln.artifact import FeatureKind
 from kiln.errors import InvalidInput, PayloadTooLarge
-from service.codecs.records import _value, decode_instances, encode_predictions
+from kiln.records import decode_instances, encode_predictions
+from kiln.values import typed_value
 
 NUM, CAT, TXT = FeatureKind.numeric, FeatureKind.categorical, FeatureKind.text
 FEATURES = [("age", NUM), ("plan", CAT), ("note", TXT)]
@@ -147,7 +148,7 @@ def _one_by_one(
     try:
         for i, row in enumerate(rows):
             for name, kind in features:
-                out[name].append(_value(row[name], kind, f"instances[{i}].{name}"))
+                out[name].append(typed_value(row[name], kind, f"instances[{i}].{name}"))
     except InvalidInput as exc:
         return None, str(exc)
     return out, None

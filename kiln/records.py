@@ -17,23 +17,9 @@ import numpy as np
 
 from kiln.artifact import FeatureKind
 from kiln.errors import InvalidInput, PayloadTooLarge
-from service.codecs.jsonkeys import members
+from kiln.values import FLOAT32_MAX, kind_name, show, typed_value
 
-__all__ = ["MISSING_STRING", "decode_instances", "encode_predictions", "payload_members"]
-
-MISSING_STRING = ""  # how a missing categorical or text value reaches the model
-_SHOWN = 40
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
-
-
-def _kind_name(value: Any) -> str:
-    return {bool: "boolean", str: "string", list: "array", dict: "object", type(None): "null"}.get(
-        type(value), "number" if isinstance(value, int | float) else type(value).__name__
-    )
+__all__ = ["decode_instances", "encode_predictions"]
 
 
 def decode_instances(
@@ -45,9 +31,7 @@ def decode_instances(
 ) -> tuple[dict[str, np.ndarray], int]:
     """Check and type a records payload: (columns by feature name, row count)."""
     if not isinstance(payload, dict):
-        raise InvalidInput(
-            f"body must be a JSON object with 'instances', got {_kind_name(payload)}"
-        )
+        raise InvalidInput(f"body must be a JSON object with 'instances', got {kind_name(payload)}")
     extra = set(payload) - {"instances", "parameters"}
     if extra:
         raise InvalidInput(f"unknown top-level field {sorted(extra)[0]!r}; expected 'instances'")
@@ -61,17 +45,10 @@ def decode_instances(
     names = {name for name, _ in features}
     for i, row in enumerate(instances):
         if type(row) is not dict:
-            raise InvalidInput(f"instances[{i}] must be an object, got {_kind_name(row)}")
+            raise InvalidInput(f"instances[{i}] must be an object, got {kind_name(row)}")
         if row.keys() != names:  # C-level set comparison; the details only on a mismatch
             _check_keys(i, row, features, names, unknown)
     return _typed(instances, features), len(instances)
-
-
-def payload_members(payload: dict[str, Any]) -> int:
-    """Object members of a decoded payload (rows hold plain values once decoded), for
-    :func:`service.codecs.jsonkeys.ensure_unique_keys`."""
-    rows = payload.get("instances") or ()
-    return len(payload) + sum(map(len, rows)) + members(payload.get("parameters"))
 
 
 def _typed(
@@ -114,7 +91,7 @@ def _numeric_block(instances: list[dict[str, Any]], numeric: list[str]) -> np.nd
         ).reshape(len(rows), len(numeric))
     except OverflowError:  # an integer past float64
         return None
-    if (np.abs(array) > _FLOAT32_MAX).any():
+    if (np.abs(array) > FLOAT32_MAX).any():
         return None
     return array.astype(np.float32).T.copy()  # one contiguous row per feature
 
@@ -125,7 +102,7 @@ def _typed_one_by_one(
     columns: dict[str, list[Any]] = {name: [None] * len(instances) for name, _ in features}
     for i, row in enumerate(instances):
         for name, kind in features:
-            columns[name][i] = _value(row[name], kind, f"instances[{i}].{name}")
+            columns[name][i] = typed_value(row[name], kind, f"instances[{i}].{name}")
     return {
         name: np.array(columns[name], dtype=np.float32 if kind is FeatureKind.numeric else object)
         for name, kind in features
@@ -143,7 +120,7 @@ def _check_keys(
         for key in row:
             if key not in names:
                 raise InvalidInput(
-                    f"instances[{i}]: unknown feature {_show(key)}; the model takes "
+                    f"instances[{i}]: unknown feature {show(key)}; the model takes "
                     f"{', '.join(sorted(names))}"
                 )
     for name, _ in features:
@@ -154,29 +131,6 @@ def _check_keys(
 
 
 _NUMBERS_OR_NONE = frozenset({int, float, type(None)})
-_FLOAT32_MAX = 3.4028235e38
-
-
-def _value(value: Any, kind: FeatureKind, where: str) -> Any:
-    if kind is FeatureKind.numeric:
-        if value is None:
-            return math.nan
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidInput(f"{where}: expected a number or null, got {_kind_name(value)}")
-        number = float(value)
-        if math.isnan(number):  # a DataFrame's missing value (JSON cannot carry NaN)
-            return math.nan
-        if not math.isfinite(number) or abs(number) > 3.4028235e38:
-            raise InvalidInput(f"{where}: {_show(value)} is not a finite float32 number")
-        return number
-    if value is None:
-        return MISSING_STRING
-    if isinstance(value, str):
-        return value
-    if kind is FeatureKind.categorical and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    expected = "a string" if kind is FeatureKind.text else "a string (or an integer code)"
-    raise InvalidInput(f"{where}: expected {expected} or null, got {_kind_name(value)}")
 
 
 def encode_predictions(

@@ -1,0 +1,88 @@
+"""In-process predictions, for Python apps (Flask, Django) that don't want HTTP.
+
+    import kiln
+    churn = kiln.Predictor.from_store("churn")     # its production version, or "churn:VERSION"
+    churn.predict([{"tenure_months": 3, "plan": "fiber", ...}])
+    churn.predict(dataframe)                       # same columns as the training file
+
+The model is resolved as the service resolves it (kiln/resolve.py), opened with the same
+integrity check, and rows are checked by the same rules (kiln/records.py, kiln/values.py):
+the same answer and the same error as ``POST /v1/models/{name}/predict``; no batching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from kiln.records import decode_instances, encode_predictions
+from kiln.resolve import Warn, resolve
+from kiln.runtime import ModelRuntime, default_providers
+from kiln.store import StoredModel
+from kiln.values import check_columns
+
+__all__ = ["DEFAULT_MAX_ROWS", "Predictor"]
+
+DEFAULT_MAX_ROWS = 10_000
+"""Most rows one call takes by default (the service's `max_rows_per_request` default)."""
+
+
+class Predictor:
+    """One model version, loaded from the store and warmed up."""
+
+    def __init__(
+        self,
+        stored: StoredModel,
+        *,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 1,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        unknown_features: Literal["reject", "ignore"] = "reject",
+    ) -> None:
+        self.runtime = ModelRuntime(
+            stored, list(providers or default_providers()), intra_op_threads
+        )
+        self.runtime.warm_up()
+        self.metadata = self.runtime.metadata
+        self.max_rows = max_rows
+        self.unknown_features: Literal["reject", "ignore"] = unknown_features
+        self._features = [(f.name, f.kind) for f in self.metadata.features]
+
+    @classmethod
+    def from_store(cls, ref: str, *, warn: Warn | None = None, **options: Any) -> Predictor:
+        """Load ``NAME`` (its production version) or ``NAME:VERSION`` from ``$BENTOML_HOME``.
+
+        A rejected version is loaded only when named exactly, with a warning (``warn``, else
+        the ``kiln`` logger). ``options`` are the constructor's keyword arguments.
+        """
+        return cls(resolve(ref, warn=warn), **options)
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    @property
+    def version(self) -> str:
+        return self.runtime.version
+
+    def predict(self, data: Any) -> dict[str, Any]:
+        """Predict on a list of records (dicts) or a pandas DataFrame.
+
+        Returns ``{"model", "version", "predictions"}`` and, for classifiers,
+        ``"probabilities"`` (or ``"scores"``) as one ``{class: value}`` dict per row.
+        Raises :class:`kiln.errors.InvalidInput` for bad input, naming the row and feature.
+        """
+        if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a DataFrame
+            frame = data.astype(object).where(data.notna(), None)
+            data = frame.to_dict(orient="records")
+        columns, _ = decode_instances(
+            {"instances": data},
+            self._features,
+            max_rows=self.max_rows,
+            unknown=self.unknown_features,
+        )
+        check_columns(self.metadata, columns)
+        outputs = self.runtime.run(columns)
+        return encode_predictions(
+            model=self.name, version=self.version, outputs=outputs, classes=self.metadata.classes
+        )
