@@ -5,7 +5,7 @@
 The Bento holds the service (bentofile.yaml: ``service.bento:Kiln``, ``kiln/`` and
 ``service/``), its pinned Python packages (``requirements-serve.lock``) and the production
 models, chosen exactly as the service chooses them at start-up
-(:func:`service.dataplane.select_models` with the ``KILN_SERVE_*`` settings of this
+(:func:`service.models.select_models` with the ``KILN_SERVE_*`` settings of this
 environment) from the store under ``$BENTOML_HOME``. ``bentoml build`` runs on a copy of
 bentofile.yaml whose ``models:`` lists those tags; the Bento is then exported, models
 included, as a directory: what ``deploy/docker/Dockerfile`` copies into the image. Prints the
@@ -39,7 +39,7 @@ log = logging.getLogger("kiln.deploy")
 
 def production_models() -> list[StoredModel]:
     """The models the service would serve from this store, with these settings."""
-    from service.dataplane import select_models
+    from service.models import select_models
     from service.settings import ServingSettings
 
     models, problems = select_models(ServingSettings())

@@ -38,8 +38,9 @@ from kiln.errors import (
 from kiln.records import decode_instances, encode_predictions
 from service.codecs import v2
 from service.codecs.jsonkeys import ensure_unique_keys, payload_members
-from service.dataplane import DataPlane, ServedModel
+from service.dataplane import DataPlane
 from service.fastlane import FastLane, routes_first
+from service.models import ServedModel
 from service.openapi import install as install_openapi
 
 __all__ = ["create_app"]
