@@ -4,15 +4,14 @@
     summary = score_file("churn", Path("customers.csv"), Path("scores.parquet"))
 
 The file is read ``chunk_rows`` rows at a time and only one chunk is held in memory, whatever
-the file's size. Each chunk is checked by the rules of the service (``POST .../predict`` and
-the in-process Predictor), vectorised: a row with a value the service would refuse (text in a
-numeric column, an infinite or float32-overflowing number, a non-string in a categorical
-column) goes to the rejects file with the reason, the others are typed exactly as the service
-types them (float32 with NaN for missing numbers, strings with "" for missing categories and
-text) and scored by ONNX Runtime, one batch per chunk (cut into one slice per core, which
-keeps the answers the service's bit for bit: see :class:`_Inference`). Values are read from
-the file the way training reads it (``training/data.py``): a file that trained a model scores
-with it, and a CSV's numbers are its text.
+the file's size. Each chunk is checked by the one set of value rules (kiln/values.py) that
+the routes and the in-process Predictor apply, vectorised: a row with a value they would
+refuse (text such as "n/a" in a numeric column, an infinite or float32-overflowing number, a
+non-string in a categorical column) goes to the rejects file with the reason; the others are
+typed as the service types them (float32 with NaN for missing numbers, strings with "" for
+missing categories and text) and scored by ONNX Runtime, one batch per chunk (cut into one
+slice per core, which keeps the answers the service's bit for bit: see :class:`_Inference`).
+In a CSV file only an empty field is missing; a CSV's numbers are its text.
 
 Outputs are written to temporary files next to the requested ones and renamed into place at
 the end: an error (an unreadable line, a failing model) leaves no half-written output behind.
@@ -35,14 +34,12 @@ import pandas as pd
 
 from kiln.artifact import FeatureKind, ModelMetadata, Task
 from kiln.errors import DataError, InvalidInput
+from kiln.resolve import Warn, resolve
 from kiln.runtime import ModelRuntime, default_providers
-from kiln.store import get_model
-from kiln.values import check_columns
+from kiln.values import check_columns, check_frame
 
 __all__ = ["ScoreSummary", "default_rejects_path", "estimate_rows", "score_file"]
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-_SHOWN = 40  # longest value shown in a reason, as the service shows it
 _CSV_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "csv"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
 
@@ -59,6 +56,7 @@ class ScoreSummary:
     output: Path
     rejects: Path
     id_column: str | None  # carried from the input to the output, if any
+    unused_columns: tuple[str, ...] = ()  # the input's other columns: not features, not carried
 
     @property
     def rows_per_second(self) -> float:
@@ -102,13 +100,6 @@ def estimate_rows(path: Path) -> int | None:
     return max(round(size / len(head) * lines) - 1, 0) if lines else None
 
 
-def _show(value: Any) -> str:
-    if hasattr(value, "item"):  # numpy scalars: show 1.5, not np.float64(1.5)
-        value = value.item()
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
-
-
 # --- reading ------------------------------------------------------------------------------
 
 
@@ -146,7 +137,11 @@ class _Source:
         return {
             "sep": "\t" if tsv else ",",
             "index_col": False,  # an extra field is an error, never a silent index
-            "keep_default_na": True,
+            # Only an empty field is missing (kiln/values.py): "n/a" or "NA" in a numeric
+            # column is refused as not a number, and is a category in a categorical one,
+            # exactly as the routes and the Predictor take the same row.
+            "keep_default_na": False,
+            "na_values": [""],
             "quoting": 3 if tsv else 0,  # TSV: quotes are text, not delimiters
             "on_bad_lines": "error",
         }
@@ -242,75 +237,6 @@ def _pick_id_column(
 
 
 # --- checking and typing ------------------------------------------------------------------
-
-
-@dataclass
-class _Checked:
-    columns: dict[str, np.ndarray]  # typed, every row of the chunk
-    bad: np.ndarray  # bool, rows refused
-    reasons: dict[int, list[str]]  # row position in the chunk -> reasons
-
-
-def _is_strings(column: pd.Series) -> bool:
-    """Strings and missing values only (a CSV column read as text, a Parquet string column)."""
-    if isinstance(column.dtype, pd.StringDtype):
-        return True
-    return column.dtype == object and pd.api.types.infer_dtype(column, skipna=True) in (
-        "string",
-        "empty",
-    )
-
-
-def _numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
-    """(float64 values with NaN where missing or unreadable, mask of non-numbers or None)."""
-    dtype = column.dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        return np.full(len(column), np.nan), column.notna().to_numpy()
-    if pd.api.types.is_numeric_dtype(dtype):
-        return column.to_numpy(dtype=np.float64, na_value=np.nan), None
-    if _is_strings(column):
-        parsed = pd.to_numeric(column, errors="coerce")
-        values = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
-        return values, np.isnan(values) & column.notna().to_numpy()
-    return np.full(len(column), np.nan), column.notna().to_numpy()  # dates, lists, ...
-
-
-def _check_chunk(frame: pd.DataFrame, features: list[tuple[str, FeatureKind]]) -> _Checked:
-    rows = len(frame)
-    bad = np.zeros(rows, dtype=bool)
-    reasons: dict[int, list[str]] = {}
-    columns: dict[str, np.ndarray] = {}
-
-    def refuse(name: str, mask: np.ndarray, problem: str, shown: Any = None) -> None:
-        """Refuse the rows in ``mask``; ``problem`` shows the value (raw, or ``shown``) at {}."""
-        values = frame[name].to_numpy(dtype=object) if shown is None else shown
-        for i in np.flatnonzero(mask):
-            reasons.setdefault(int(i), []).append(f"{name}: {problem.format(_show(values[i]))}")
-        bad[mask] = True
-
-    for name, kind in features:
-        column = frame[name]
-        if kind is FeatureKind.numeric:
-            values, not_numbers = _numbers(column)
-            if not_numbers is not None and not_numbers.any():
-                refuse(name, not_numbers, "{} is not a number")
-            with np.errstate(invalid="ignore"):
-                too_big = np.abs(values) > _FLOAT32_MAX  # infinities and float32 overflow
-            if too_big.any():
-                refuse(name, too_big, "{} is not a finite float32 number", shown=values)
-                values = np.where(too_big, np.nan, values)
-            columns[name] = values.astype(np.float32)
-        elif _is_strings(column):
-            columns[name] = column.fillna("").to_numpy(dtype=object)
-        else:  # floats, booleans, ...: the service takes strings (and integer codes) only
-            expected = "a string" if kind is FeatureKind.text else "a string (or an integer code)"
-            refuse(
-                name,
-                column.notna().to_numpy(),
-                f"expected {expected}, got {{}}",
-            )
-            columns[name] = np.full(rows, "", dtype=object)
-    return _Checked(columns, bad, reasons)
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -464,6 +390,7 @@ def score_file(
     id_column: str | None = None,
     chunk_rows: int = 50_000,
     on_progress: Callable[[int], None] | None = None,
+    on_warning: Warn | None = None,
 ) -> ScoreSummary:
     """Score every row of ``input`` with model ``ref`` (``NAME`` or ``NAME:VERSION``).
 
@@ -474,6 +401,11 @@ def score_file(
     written, header only when nothing was refused): the id, ``row`` (1 = the first data row),
     ``reason`` and the row's feature values as read. ``on_progress`` is called after each
     chunk with the number of rows it held.
+
+    ``ref`` is resolved as everywhere (kiln/resolve.py): ``NAME`` is the production version;
+    a rejected version is used only when named exactly, and ``on_warning`` (else the
+    ``kiln`` logger) is told. The input's columns that are neither features nor the id are
+    named in the summary (``unused_columns``), never dropped silently.
 
     Raises DataError (a missing or unreadable input, a missing feature column),
     InvalidInput (an output that is not .csv or .parquet), ModelNotFound.
@@ -487,7 +419,7 @@ def score_file(
     if len({input.resolve(), output.resolve(), rejects.resolve()}) < 3:
         raise InvalidInput("the input, output and rejects files must be three different files")
     source = _open_source(input)
-    stored = get_model(ref)
+    stored = resolve(ref, warn=on_warning)
     meta = stored.metadata
     features = [(f.name, f.kind) for f in meta.features]
     feature_names = [name for name, _ in features]
@@ -526,7 +458,7 @@ def score_file(
         refused = _Rejects(rejects, reject_names)
         files.append(refused)
         for frame in source.chunks(wanted, strings, ident, chunk_rows):
-            checked = _check_chunk(frame, features)
+            checked = check_frame(frame, features)
             good = ~checked.bad
             n_good = int(good.sum())
             if n_good < len(frame):
@@ -577,4 +509,5 @@ def score_file(
         output=output,
         rejects=rejects,
         id_column=ident,
+        unused_columns=tuple(c for c in source.columns if c not in wanted),
     )

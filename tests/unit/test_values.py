@@ -1,4 +1,5 @@
-"""Batch scoring's row checks: the service's rules, vectorised, one reason per bad value."""
+"""The value rules on frames (kiln/values.py: the routes' rules, vectorised, one reason per
+bad value), and batch scoring's file helpers."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import pytest
 from kiln.artifact import FeatureKind
 from kiln.errors import InvalidInput
 from kiln.records import decode_instances
-from training.batch import _check_chunk, _output_format, default_rejects_path, estimate_rows
+from kiln.values import check_frame
+from training.batch import _output_format, default_rejects_path, estimate_rows
 
 NUM, CAT, TXT = FeatureKind.numeric, FeatureKind.categorical, FeatureKind.text
 
 
 def test_numbers_read_as_text_are_parsed_and_bad_ones_refused() -> None:
     frame = pd.DataFrame({"age": pd.Series(["1.5", "abc", None, "inf", "1e39", "-2"], dtype=str)})
-    checked = _check_chunk(frame, [("age", NUM)])
+    checked = check_frame(frame, [("age", NUM)])
     assert checked.bad.tolist() == [False, True, False, True, True, False]
     assert checked.reasons == {
         1: ["age: 'abc' is not a number"],
@@ -42,20 +44,22 @@ def test_typed_columns_follow_the_service() -> None:
         }
     )
     features = [("n", NUM), ("plan", CAT), ("code", CAT), ("note", TXT)]
-    checked = _check_chunk(frame, features)
+    checked = check_frame(frame, features)
     assert checked.reasons[0] == [
-        "code: expected a string (or an integer code), got 1.5",
-        "note: expected a string, got 1",
+        "code: expected a string (or an integer code), got number 1.5",
+        "note: expected a string, got number 1",
     ]
     assert checked.reasons[2][0] == "n: inf is not a finite float32 number"
     assert checked.reasons[3][0] == "n: -inf is not a finite float32 number"
-    assert 1 in checked.reasons and checked.reasons[1] == ["note: expected a string, got 2"]
+    assert 1 in checked.reasons and checked.reasons[1] == ["note: expected a string, got number 2"]
     assert checked.bad.all()
     assert checked.columns["plan"].tolist() == ["a", "", "b", "c", "d"]
     assert checked.columns["code"].dtype == object
 
-    booleans = _check_chunk(frame, [("flag", NUM)])
-    assert booleans.bad.all() and booleans.reasons[0] == ["flag: True is not a number"]
+    booleans = check_frame(frame, [("flag", NUM)])
+    assert booleans.bad.all() and booleans.reasons[0] == [
+        "flag: expected a number, got boolean True"
+    ]
 
 
 def test_accepted_rows_are_typed_exactly_like_decode_instances() -> None:
@@ -69,7 +73,7 @@ def test_accepted_rows_are_typed_exactly_like_decode_instances() -> None:
     want, _ = decode_instances({"instances": records}, features, max_rows=10)
     frame = pd.DataFrame(records).astype({"plan": str, "note": str})
     frame[["plan", "note"]] = frame[["plan", "note"]].where(frame[["plan", "note"]] != "None")
-    checked = _check_chunk(frame, features)
+    checked = check_frame(frame, features)
     assert not checked.bad.any()
     for name, _ in features:
         got = checked.columns[name]
