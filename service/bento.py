@@ -67,6 +67,10 @@ class Kiln:
     def __init__(self) -> None:
         settings = ServingSettings()
         http_app.state.keyring = KeyRing.from_settings(settings)
+        # Kiln's own lines (models loaded, hot swaps) are INFO; BentoML's logging set-up
+        # leaves unconfigured loggers at WARNING, which would hide them from the operator.
+        if logging.getLogger("kiln").level == logging.NOTSET:
+            logging.getLogger("kiln").setLevel(logging.INFO)
         self.plane = DataPlane.load(settings, Metrics())
         http_app.state.dataplane = self.plane
         for served in self.plane.models.values():

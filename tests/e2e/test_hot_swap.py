@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,15 +37,21 @@ def versions() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server(versions: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("swap") / "server.log"
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("swap") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def server(versions: list[str], server_log: Path) -> Iterator[str]:
     with kiln_server(
-        {}, log, KILN_SERVE_MODELS=f'["{NAME}"]', KILN_SERVE_POLL_SECONDS="0.5"
+        {}, server_log, KILN_SERVE_MODELS=f'["{NAME}"]', KILN_SERVE_POLL_SECONDS="0.5"
     ) as url:
         yield url
 
 
-def test_promotion_is_served_without_dropping_requests(server: str, versions: list[str]) -> None:
+def test_promotion_is_served_without_dropping_requests(
+    server: str, versions: list[str], server_log: Path
+) -> None:
     old, new = (tag.split(":")[1] for tag in versions)
     features = [f["name"] for f in httpx.get(f"{server}/v1/models/{NAME}").json()["features"]]
     assert httpx.get(f"{server}/v1/models/{NAME}").json()["version"] == old
@@ -93,3 +100,7 @@ def test_promotion_is_served_without_dropping_requests(server: str, versions: li
     ]
     assert any(f'version="{new}"' in line and line.endswith(" 1.0") for line in info)
     assert any(f'version="{old}"' in line and line.endswith(" 0.0") for line in info)
+    # one log line names the old and the new version and why (the promotion's reason)
+    swaps = [line for line in server_log.read_text().splitlines() if "hot swap" in line]
+    assert len(swaps) == 1, swaps
+    assert f"now serving {new}, was {old} (promoted: better)" in swaps[0]
