@@ -21,8 +21,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
+from examples.forms import default_value, from_form, in_words
 from kiln import Predictor
-from kiln.artifact import Feature, FeatureKind
 from kiln.errors import InvalidInput, KilnError, PayloadTooLarge
 
 NOT_AN_OBJECT = 'send a JSON object: {"instances": [{...}, ...]} or one record'
@@ -117,37 +117,6 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"status": "ok", "loaded": PREDICTORS.loaded()})
 
 
-def _default(predictor: Predictor, feature: Feature) -> str:
-    """A starting value for the form: the training median, or the most frequent category."""
-    stats = predictor.metadata.feature_stats.get(feature.name)
-    if feature.kind is FeatureKind.numeric and stats and stats.quantiles:
-        return f"{stats.quantiles['p50']:g}"
-    if feature.kind is FeatureKind.categorical and stats and stats.top:
-        return next(iter(stats.top))
-    return ""
-
-
-def _from_form(feature: Feature, text: str) -> Any:
-    """A form field as the model takes it: empty is missing; numbers are parsed if they can be."""
-    if text.strip() == "":
-        return None
-    if feature.kind is FeatureKind.numeric:
-        try:
-            return float(text)
-        except ValueError:
-            return text  # the Predictor rejects it with a message naming the feature
-    return text
-
-
-def _in_words(answer: dict[str, Any]) -> str:
-    label = answer["predictions"][0]
-    if "probabilities" in answer:
-        return f"Predicted {label}, with probability {answer['probabilities'][0][str(label)]:.1%}."
-    if "scores" in answer:
-        return f"Predicted {label} (score {answer['scores'][0][str(label)]:.3f})."
-    return f"Predicted {label:.4g}."
-
-
 def _page(
     request: HttpRequest, predictor: Predictor, values: dict[str, str], **context: Any
 ) -> HttpResponse:
@@ -163,7 +132,7 @@ def _page(
 def form(request: HttpRequest) -> HttpResponse:
     """``GET /``: a form for the model's features, filled with typical training values."""
     predictor = PREDICTORS.get(settings.KILN_MODEL)
-    values = {f.name: _default(predictor, f) for f in predictor.metadata.features}
+    values = {f.name: default_value(predictor, f) for f in predictor.metadata.features}
     return _page(request, predictor, values)
 
 
@@ -173,9 +142,9 @@ def predict_form(request: HttpRequest) -> HttpResponse:
     """``POST /predict-form``: the form's answer in words (a bad value: the message, 400)."""
     predictor = PREDICTORS.get(settings.KILN_MODEL)
     values = {f.name: request.POST.get(f.name, "") for f in predictor.metadata.features}
-    record = {f.name: _from_form(f, values[f.name]) for f in predictor.metadata.features}
+    record = {f.name: from_form(f, values[f.name]) for f in predictor.metadata.features}
     try:
-        result, error, status = _in_words(predictor.predict([record])), None, 200
+        result, error, status = in_words(predictor.predict([record])), None, 200
     except KilnError as exc:
         result, error, status = None, exc.message, exc.status_code
     page = _page(request, predictor, values, result=result, error=error)

@@ -5,8 +5,7 @@ created, and calls ``predictor.predict(records)`` in its views. ``Predictor`` va
 exactly like the Kiln service and raises :class:`kiln.errors.KilnError` subclasses that carry
 the HTTP status to answer with (``InvalidInput`` 400, ``ModelNotFound`` 404, ...), so one error
 handler turns every bad request into ``{"error": message}`` instead of a 500. A Django app does
-the same: load the Predictor in ``AppConfig.ready()`` and call ``.predict`` in a view (see
-README.md next to this file).
+the same (examples/django_app/, the same routes and answers).
 
     make train                                    # put the demo models into the store
     .venv/bin/python examples/flask_app/app.py    # then open http://127.0.0.1:5000/
@@ -19,12 +18,11 @@ README.md next to this file).
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from flask import Flask, Response, jsonify, render_template_string, request
 
+from examples.forms import default_value, from_form, in_words
 from kiln import Predictor
-from kiln.artifact import Feature, FeatureKind
 from kiln.errors import InvalidInput, KilnError
 
 PAGE = """<!doctype html>
@@ -51,37 +49,6 @@ PAGE = """<!doctype html>
 """
 
 
-def _default(predictor: Predictor, feature: Feature) -> str:
-    """A starting value for the form: the training median, or the most frequent category."""
-    stats = predictor.metadata.feature_stats.get(feature.name)
-    if feature.kind is FeatureKind.numeric and stats and stats.quantiles:
-        return f"{stats.quantiles['p50']:g}"
-    if feature.kind is FeatureKind.categorical and stats and stats.top:
-        return next(iter(stats.top))
-    return ""
-
-
-def _from_form(feature: Feature, text: str) -> Any:
-    """A form field as the model takes it: empty is missing; numbers are parsed if they can be."""
-    if text.strip() == "":
-        return None
-    if feature.kind is FeatureKind.numeric:
-        try:
-            return float(text)
-        except ValueError:
-            return text  # the Predictor rejects it with a message naming the feature
-    return text
-
-
-def _in_words(answer: dict[str, Any]) -> str:
-    label = answer["predictions"][0]
-    if "probabilities" in answer:
-        return f"Predicted {label}, with probability {answer['probabilities'][0][str(label)]:.1%}."
-    if "scores" in answer:
-        return f"Predicted {label} (score {answer['scores'][0][str(label)]:.3f})."
-    return f"Predicted {label:.4g}."
-
-
 def create_app(model: str | None = None) -> Flask:
     """The app, with ``model`` (default ``$KILN_MODEL``, else churn) loaded once, here."""
     app = Flask(__name__)
@@ -103,15 +70,15 @@ def create_app(model: str | None = None) -> Flask:
 
     @app.get("/")
     def form() -> str:
-        values = {f.name: _default(predictor, f) for f in predictor.metadata.features}
+        values = {f.name: default_value(predictor, f) for f in predictor.metadata.features}
         return render_template_string(PAGE, p=predictor, values=values)
 
     @app.post("/predict-form")
     def predict_form() -> tuple[str, int]:
         values = {f.name: request.form.get(f.name, "") for f in predictor.metadata.features}
-        record = {f.name: _from_form(f, values[f.name]) for f in predictor.metadata.features}
+        record = {f.name: from_form(f, values[f.name]) for f in predictor.metadata.features}
         try:
-            result, error, status = _in_words(predictor.predict([record])), None, 200
+            result, error, status = in_words(predictor.predict([record])), None, 200
         except KilnError as exc:
             result, error, status = None, exc.message, exc.status_code
         page = render_template_string(PAGE, p=predictor, values=values, result=result, error=error)

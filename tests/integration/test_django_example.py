@@ -27,6 +27,7 @@ from flask.testing import FlaskClient
 from examples.django_app import views
 from examples.django_app.views import PREDICTORS, Predictors
 from examples.flask_app.app import create_app
+from examples.forms import default_value, from_form
 from kiln import Predictor
 from kiln.errors import InvalidInput, ModelNotFound
 from tests.integration.test_flask_example import RECORDS
@@ -58,7 +59,7 @@ def flask_client(served_models: dict[str, Any]) -> FlaskClient:
 def _median_row(predictor: Predictor) -> dict[str, Any]:
     """A valid row of any model: each feature's training median or most frequent category."""
     return {
-        f.name: views._from_form(f, views._default(predictor, f))
+        f.name: from_form(f, default_value(predictor, f))
         for f in predictor.metadata.features
     }
 
