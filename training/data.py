@@ -19,11 +19,11 @@ import pandas as pd
 
 from kiln.artifact import DataFile, FeatureKind, Task, file_sha256
 from kiln.errors import DataError, SpecError
+from kiln.values import MISSING_STRING
 from training.spec import Spec
 
-__all__ = ["MISSING_STRING", "Dataset", "load_dataset", "resolve_paths"]
+__all__ = ["Dataset", "load_dataset", "resolve_paths"]
 
-MISSING_STRING = ""  # how a missing categorical or text value travels in a string tensor
 _MISMATCH = "does not match the data"  # SpecError verdict for data-dependent checks
 _BUNDLED_TARGETS = {
     "breast_cancer": "diagnosis",
@@ -100,7 +100,11 @@ def _read_file(path: Path, spec: Spec, text_columns: set[str]) -> pd.DataFrame:
                 names=None if spec.data.header else spec.data.columns,
                 dtype=str if all_strings else {c: str for c in text_columns},  # as written
                 index_col=False,  # an extra field is an error, never a silent index
-                keep_default_na=True,
+                # Only an empty field is missing, as for every served path (kiln/values.py):
+                # "NA" or "n/a" is a category in a categorical column and not a number in a
+                # numeric one, in training as in `kiln predict` and the routes.
+                keep_default_na=False,
+                na_values=[""],
                 quoting=3 if fmt == "tsv" else 0,  # TSV: quotes are text, not delimiters
                 on_bad_lines="error",
             )
@@ -161,7 +165,7 @@ def _typed_features(frame: pd.DataFrame, features: list[tuple[str, FeatureKind]]
                     (
                         f"features.{name}",
                         f"declared numeric but holds non-numeric values such as {examples}; "
-                        "declare it categorical (or text)",
+                        "leave a missing value empty, or declare it categorical (or text)",
                     )
                 )
                 continue

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from kiln.artifact import FeatureKind, FeatureStats
-from training.data import MISSING_STRING
+from kiln.values import MISSING_STRING
 
 __all__ = ["QUANTILES", "feature_stats"]
 

@@ -75,6 +75,23 @@ def test_categorical_and_text_values_kept_as_written(tmp_path: Path) -> None:
     assert ds.X["n"].tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
+def test_only_an_empty_field_is_missing(tmp_path: Path) -> None:
+    """The rule every served path applies (kiln/values.py): "NA" and "n/a" are categories
+    in a categorical column, and refused in a numeric one, never read as missing."""
+    path = tmp_path / "d.csv"
+    path.write_text("plan,n,target\nNA,1,x\nn/a,,x\n,3,y\nnull,4,y\n")
+    ds = load_dataset(spec(features={"plan": "categorical", "n": "numeric"}), [path])
+    assert ds.X["plan"].tolist() == ["NA", "n/a", "", "null"]
+    assert np.isnan(ds.X["n"].iloc[1]) and ds.X["n"].iloc[2] == 3.0
+    path.write_text("plan,n,target\na,1,x\nb,n/a,x\nc,NA,y\n")
+    with pytest.raises(SpecError) as caught:
+        load_dataset(spec(features={"plan": "categorical", "n": "numeric"}), [path])
+    message = str(caught.value)
+    assert (
+        "features.n" in message and "'n/a'" in message and "leave a missing value empty" in message
+    )
+
+
 def test_star_categorical_values_kept_as_written(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text("code,target\n007,x\n008,x\n1,y\n2,y\n")
