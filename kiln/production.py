@@ -9,6 +9,12 @@ Written atomically (a temporary file renamed over the old one), so a reader such
 running service sees the old document or the new one, never half of either. Models never
 promoted have no document: until a first promotion, production is the newest version that
 passed its quality gate (the rule serving has always used).
+
+Beside them, ``$BENTOML_HOME/kiln/runs/<name>.json`` records how the last `kiln retrain` run
+of each model ended (succeeded, or failed and why, on which data), so a rerun on the same
+data tries again and says why the last one failed. A version that a failed run could not
+take out of the store again is listed there as failed: it is never promoted, and never
+chosen as production by the newest-candidate rule.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,12 +36,17 @@ __all__ = [
     "Decision",
     "ProductionRecord",
     "Promotion",
+    "Run",
+    "RunRecord",
     "current",
+    "last_run",
     "production_model",
     "promote",
     "read_decision",
     "record_path",
+    "record_run",
     "rollback",
+    "run_path",
     "write_decision",
 ]
 
@@ -93,6 +105,63 @@ def record_path(name: str) -> Path:
     return store_path().parent / "kiln" / "production" / f"{name}.json"
 
 
+class Run(BaseModel):
+    """How one `kiln retrain` run ended."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Literal["succeeded", "failed"]
+    at: datetime
+    data: list[str] = Field(description="sha256 of each data file the run was given.")
+    challenger: str | None = Field(default=None, description="The version it trained, if any.")
+    promoted: bool | None = None
+    error: str | None = Field(default=None, description="Why it failed.")
+
+
+class RunRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    last: Run
+    failed_versions: list[str] = Field(
+        default_factory=list,
+        description="Versions a failed run left in the store: never promoted, never served "
+        "by the newest-candidate rule.",
+    )
+
+
+def run_path(name: str) -> Path:
+    return store_path().parent / "kiln" / "runs" / f"{name}.json"
+
+
+def last_run(name: str) -> RunRecord | None:
+    """The run record of ``name``, or None when `kiln retrain` never ran for it."""
+    path = run_path(name)
+    try:
+        return RunRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, ValidationError) as exc:
+        raise ArtifactError(name, f"run record {path} is unreadable: {exc}") from None
+
+
+def record_run(name: str, run: Run, *, left_behind: str | None = None) -> RunRecord:
+    """Replace the last run of ``name`` by ``run``; ``left_behind``: a version (VERSION) a
+    failed run could not remove from the store, listed as failed from now on."""
+    earlier = last_run(name)
+    failed = list(earlier.failed_versions) if earlier else []
+    if left_behind is not None and left_behind not in failed:
+        failed.append(left_behind)
+    record = RunRecord(name=name, last=run, failed_versions=failed)
+    _atomic_write(run_path(name), record.model_dump_json(indent=2) + "\n")
+    return record
+
+
+def _failed_versions(name: str) -> set[str]:
+    record = last_run(name)
+    return set(record.failed_versions) if record else set()
+
+
 def current(name: str) -> ProductionRecord | None:
     """The production record of ``name``, or None when it was never promoted."""
     path = record_path(name)
@@ -128,19 +197,34 @@ def production_model(name: str) -> StoredModel | None:
     if record is not None:
         return get_model(f"{name}:{record.version}")
     models, _ = list_models(name)
-    return next((m for m in models if m.stage is Stage.candidate), None)
+    failed = _failed_versions(name) if models else set()
+    return next(
+        (m for m in models if m.stage is Stage.candidate and m.metadata.version not in failed),
+        None,
+    )
 
 
 def promote(ref: str, reason: str, *, allow_rejected: bool = False) -> ProductionRecord:
-    """Make ``NAME:VERSION`` the production version of NAME; the old one stays in the store."""
+    """Make ``NAME:VERSION`` the production version of NAME; the old one stays in the store.
+
+    Refused (InvalidInput) for a version below its quality gate (unless ``allow_rejected``)
+    or left behind by a failed retraining run; refused (ArtifactError) when its model.onnx
+    no longer matches the sha256 it was registered with.
+    """
     if ":" not in ref:
         raise InvalidInput(f"give NAME:VERSION to promote, got {ref!r}")
     stored = get_model(ref)
     meta = stored.metadata
+    if meta.version in _failed_versions(meta.name):
+        raise InvalidInput(
+            f"{stored.tag} was trained by a retraining run that failed before it was "
+            "evaluated against production; refusing to promote it"
+        )
     if stored.stage is Stage.rejected and not allow_rejected:
         raise InvalidInput(
             f"{stored.tag} is below its quality gate (stage rejected); refusing to promote it"
         )
+    stored.read_onnx()  # ArtifactError when model.onnx was changed or damaged since
     record = current(meta.name) or ProductionRecord(name=meta.name, version="", history=[])
     if record.version == meta.version:
         return record
@@ -162,7 +246,7 @@ def rollback(name: str, reason: str = "rolled back by hand") -> ProductionRecord
     if not earlier:
         raise InvalidInput(f"{name}:{record.version} is the only version ever promoted")
     previous = earlier[-1]
-    get_model(f"{name}:{previous}")  # it must still be in the store
+    get_model(f"{name}:{previous}").read_onnx()  # still in the store, and intact
     entry = Promotion(version=previous, at=datetime.now(UTC), reason=reason)
     updated = ProductionRecord(name=name, version=previous, history=[*record.history, entry])
     _write(updated)

@@ -1,8 +1,10 @@
 """Writing a verified model into the BentoML model store, with its provenance.
 
 The ONNX file and the metadata document are written into BentoML's temporary model
-directory; only when both are written and read back does the model enter the store. A
-failure at any step leaves the store as it was.
+directory; only when both are written and read back (and the caller's last check, such as
+retraining's comparison with the production model, has passed) does the model enter the
+store. A failure at any step leaves the store as it was; :func:`unregister` takes a version
+out again when a step after registration fails.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -36,7 +39,9 @@ from kiln.artifact import (
 )
 from kiln.store import StoredModel, get_model, new_model
 
-__all__ = ["LIBRARIES", "git_state", "library_versions", "register"]
+__all__ = ["LIBRARIES", "Check", "git_state", "library_versions", "register", "unregister"]
+
+Check = Callable[[StoredModel], None]
 
 LIBRARIES = (
     "scikit-learn",
@@ -105,10 +110,14 @@ def register(
     spec_path: str | None,
     opset: dict[str, int],
     holdout: Holdout | None = None,
+    check: Check | None = None,
 ) -> StoredModel:
     """Store ``onnx`` and its metadata as a new version of ``name``; return what was stored.
 
     ``holdout`` (predictions and feature importance, for reports) is written beside them.
+    ``check`` is called last with the model as it will be stored (its files already in the
+    temporary directory, where it may add its own, such as decision.json); if it raises, the
+    model never enters the store and the error is raised.
     """
     commit, dirty = git_state(Path(__file__).resolve().parent)
     stage = Stage.candidate if gate.passed else Stage.rejected
@@ -148,4 +157,13 @@ def register(
         if holdout is not None:
             write_holdout(holdout, directory)
             read_holdout(directory, f"{name}:{version}")
+        if check is not None:
+            check(StoredModel(tag=f"{name}:{version}", path=directory, metadata=meta))
     return get_model(f"{name}:{version}")
+
+
+def unregister(tag: str) -> None:
+    """Delete ``NAME:VERSION`` from the store (a step after its registration failed)."""
+    import bentoml
+
+    bentoml.models.delete(tag)

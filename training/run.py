@@ -24,12 +24,19 @@ from training.evaluate import check_gate, evaluate
 from training.export import export_onnx, verify
 from training.holdout import holdout_document
 from training.pipeline import build_pipeline, categories_seen, estimator_params
-from training.register import register
+from training.register import Check, register
 from training.settings import TrainingSettings
 from training.spec import Spec
 from training.stats import feature_stats
 
-__all__ = ["Split", "load_checked", "split", "train", "write_training_report"]
+__all__ = [
+    "Split",
+    "check_positive_class",
+    "load_checked",
+    "split",
+    "train",
+    "write_training_report",
+]
 
 Step = Callable[[str], None]
 
@@ -50,6 +57,12 @@ def load_checked(spec: Spec, spec_dir: Path, data: list[str] | None = None) -> D
     """Load the spec's data (or ``data``, paths relative to the working directory) and check it."""
     paths = resolve_paths(data, Path.cwd()) if data else resolve_paths(spec.data.paths, spec_dir)
     dataset = load_dataset(spec, paths)
+    check_positive_class(spec, dataset)
+    return dataset
+
+
+def check_positive_class(spec: Spec, dataset: Dataset) -> None:
+    """``evaluation.positive_class`` must be one of the two classes of the data."""
     positive = spec.evaluation.positive_class
     if spec.task is Task.classification and positive is not None:
         classes = set(dataset.y.unique().tolist())
@@ -64,7 +77,6 @@ def load_checked(spec: Spec, spec_dir: Path, data: list[str] | None = None) -> D
             )
         if len(classes) != 2:
             raise SpecError([("evaluation.positive_class", "only for binary classification")])
-    return dataset
 
 
 def split(spec: Spec, dataset: Dataset) -> Split:
@@ -89,13 +101,21 @@ def train(
     data: list[str] | None = None,
     settings: TrainingSettings | None = None,
     on_step: Step = _quiet,
+    dataset: Dataset | None = None,
+    check: Check | None = None,
 ) -> StoredModel:
-    """Train, verify and register the model ``spec`` describes; return the stored version."""
+    """Train, verify and register the model ``spec`` describes; return the stored version.
+
+    ``dataset``: data already loaded and checked by the caller (else loaded here).
+    ``check``: called with the model just before it enters the store (see
+    :func:`training.register.register`); if it raises, nothing is registered.
+    """
     settings = settings or TrainingSettings()
     spec_dir = spec_path.parent if spec_path else Path.cwd()
 
-    on_step("Loading and checking data")
-    dataset = load_checked(spec, spec_dir, data)
+    if dataset is None:
+        on_step("Loading and checking data")
+        dataset = load_checked(spec, spec_dir, data)
     pipeline = build_pipeline(spec, dataset.features)  # checks estimator parameters
     parts = split(spec, dataset)
 
@@ -178,6 +198,7 @@ def train(
         spec_path=str(spec_path) if spec_path else None,
         opset=settings.target_opset,
         holdout=holdout,
+        check=check,
     )
     if settings.reports_dir is not None:
         on_step("Writing the report")
