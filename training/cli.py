@@ -155,6 +155,7 @@ def list_models(
     """Every registered model version, newest first, with its headline metrics."""
     from kiln.production import production_model
     from kiln.store import list_models as stored_models
+    from training.spec import key_metric
 
     with _errors():
         models, problems = stored_models()
@@ -192,7 +193,7 @@ def list_models(
         table.add_column(column)
     for m in models:
         meta = m.metadata
-        key = "roc_auc" if meta.task.value == "classification" else "r2"
+        key = key_metric(meta.task)
         table.add_row(
             meta.name,
             meta.version,
@@ -286,7 +287,12 @@ def retrain(
         int | None, typer.Option(help="Stop --watch after this many retraining runs.")
     ] = None,
 ) -> None:
-    """Train a challenger on all data; promote it if it beats (or matches) production."""
+    """Train a challenger on all data; promote it if it beats production (a tie keeps it).
+
+    Labels the production model does not know stop the run before training (exit 2) unless
+    the spec sets promotion.allow_new_classes; a run that fails registers nothing, is
+    recorded as failed, and the next run tries again (exit 1).
+    """
     from training.retrain import retrain as run_retrain
     from training.retrain import watch as run_watch
     from training.settings import TrainingSettings

@@ -1,36 +1,66 @@
 """New data in, better model out: champion/challenger retraining and the watch loop.
 
 `retrain` trains a challenger on all the data the spec names (old files plus new), scores
-it and the production model (the champion) on the same holdout, and promotes the challenger
-only if it passed its quality gate and is not worse than the champion by more than the
-spec's `promotion.margin`. Data problems are caught before anything is trained: a file
-whose content was already used (same sha256 under another name), or one that does not fit
-the spec, changes nothing. Every decision is written, with its reasons, into the
-challenger's directory (`decision.json`) and the production record.
+it and the production model (the champion) on the holdout rows neither was trained on, and
+promotes the challenger only if it passed its quality gate and beats the champion on the
+spec's primary metric by more than ``promotion.margin`` (a tie keeps the champion).
+
+Data problems are caught before anything is trained and change nothing: a file whose
+content was already used (same sha256 under another name), one that does not fit the spec,
+labels the champion does not know (a new class, or a respelling), unless the spec allows
+the class set to grow. The comparison runs before the challenger enters the store, so a
+failure at any step (train, evaluate, export, verify, compare) registers nothing; a failure
+after it (promotion) takes it out again. Every run's outcome is kept in the model's run
+record (:func:`kiln.production.record_run`): a rerun after a failure tries again and says
+why the last one failed. Every decision is written, with its reasons, into the challenger's
+directory (``decision.json``) and the production record.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kiln.artifact import FeatureKind, Stage, Task, file_sha256
-from kiln.errors import DataError
-from kiln.production import Decision, production_model, promote, write_decision
+from kiln.errors import DataError, KilnError, TrainingError
+from kiln.production import (
+    Decision,
+    Run,
+    RunRecord,
+    last_run,
+    production_model,
+    promote,
+    read_decision,
+    record_run,
+    write_decision,
+)
 from kiln.store import StoredModel
-from training.data import resolve_paths
+from training.data import Dataset, load_dataset, resolve_paths
 from training.evaluate import classification_metrics, regression_metrics
-from training.run import load_checked, split, train
+from training.register import unregister
+from training.run import Split, check_positive_class, split, train, write_training_report
 from training.settings import TrainingSettings
 from training.spec import LOWER_IS_BETTER, Spec
 
-__all__ = ["holdout_score", "new_files", "retrain", "watch"]
+__all__ = [
+    "MIN_COMPARISON_ROWS",
+    "beats",
+    "check_labels",
+    "comparison_rows",
+    "holdout_score",
+    "new_files",
+    "retrain",
+    "watch",
+]
 
 Step = Callable[[str], None]
+
+MIN_COMPARISON_ROWS = 30  # fewer unseen holdout rows than this: the champion stays
 
 
 def _quiet(_: str) -> None:
@@ -64,8 +94,49 @@ def new_files(paths: list[Path], champion: StoredModel | None) -> list[Path]:
     return fresh
 
 
+def _sources(dataset: Dataset, rows: np.ndarray) -> list[str]:
+    """The files that hold the rows where ``rows`` (a boolean mask) is true."""
+    found: list[str] = []
+    start = 0
+    for file in dataset.files:
+        if rows[start : start + file.rows].any():
+            found.append(file.source)
+        start += file.rows
+    return found
+
+
+def check_labels(spec: Spec, dataset: Dataset, champion: StoredModel | None) -> None:
+    """Refuse labels the champion was not trained on, before anything is trained.
+
+    A new class, or a known one spelled differently ('ADELIE' for 'Adelie'), would become a
+    class of its own; the DataError names the labels, their rows and files, and the classes
+    the champion knows. ``promotion.allow_new_classes: true`` accepts them.
+    """
+    if spec.task is not Task.classification or champion is None:
+        return
+    known = list(champion.metadata.classes or [])
+    if not known or spec.promotion.allow_new_classes:
+        return
+    unknown = ~dataset.y.isin(known).to_numpy()
+    if not unknown.any():
+        return
+    labels = sorted({v.item() if hasattr(v, "item") else v for v in dataset.y[unknown]}, key=str)
+    shown = ", ".join(repr(v) for v in labels[:10]) + (" …" if len(labels) > 10 else "")
+    raise DataError(
+        f"{spec.target!r} holds labels {champion.tag} was not trained on: {shown} "
+        f"({int(unknown.sum()):,} rows); it knows {', '.join(map(repr, known))}. Fix their "
+        "spelling, or set `promotion.allow_new_classes: true` in the spec if the class set "
+        "may grow; nothing was trained",
+        source=", ".join(_sources(dataset, unknown)),
+    )
+
+
 def holdout_score(model: StoredModel, spec: Spec, X: Any, y: Any, metric: str) -> float | None:
-    """``metric`` of a stored (ONNX) model on holdout rows ``X``, ``y``."""
+    """``metric`` of a stored (ONNX) model on holdout rows ``X``, ``y``.
+
+    None when the model takes features ``X`` lacks, or the metric is not defined for it
+    (log_loss of a model without probabilities).
+    """
     from kiln.runtime import ModelRuntime, default_providers
 
     meta = model.metadata
@@ -93,89 +164,123 @@ def holdout_score(model: StoredModel, spec: Spec, X: Any, y: Any, metric: str) -
     return found[metric]
 
 
-MIN_COMPARISON_ROWS = 30
-
-
-def _comparison_rows(parts: Any, dataset: Any, fresh: list[Path]) -> tuple[Any, Any, str]:
-    """Holdout rows neither model trained on: those from the new files (the champion never
-    saw them). With too few of them, the whole holdout, said so in the reason."""
-    new_sources = {str(p) for p in fresh}
+def comparison_rows(
+    parts: Split, dataset: Dataset, champion: StoredModel | None
+) -> tuple[Any, Any]:
+    """The holdout rows neither model trained on: the challenger's holdout rows from files
+    (by content) the champion was not trained on. Never a row the champion saw."""
+    seen = {f.sha256 for f in champion.metadata.data} if champion else set()
     mask = np.zeros(dataset.rows, dtype=bool)
     start = 0
     for file in dataset.files:
-        if file.source in new_sources:
+        if file.sha256 not in seen:
             mask[start : start + file.rows] = True
         start += file.rows
     chosen = mask[parts.X_test.index.to_numpy()]
-    total = len(parts.X_test)
-    if chosen.all():
-        return parts.X_test, parts.y_test, f"{total:,} holdout rows"
-    if chosen.sum() >= MIN_COMPARISON_ROWS:
-        note = f"{int(chosen.sum()):,} holdout rows from the new files"
-        return parts.X_test[chosen], parts.y_test[chosen], note
-    note = f"all {total:,} holdout rows (too few new ones; includes rows the champion saw)"
-    return parts.X_test, parts.y_test, note
+    return parts.X_test[chosen], parts.y_test[chosen]
+
+
+def beats(challenger: float, champion: float, metric: str, margin: float) -> bool:
+    """Whether the challenger is better than the champion by more than ``margin``.
+
+    A tie (or a gain of exactly ``margin``) is not enough: the champion stays.
+    """
+    if metric in LOWER_IS_BETTER:
+        return challenger < champion - margin
+    return challenger > champion + margin
+
+
+def _verdict(new: float, old: float, metric: str, margin: float) -> str:
+    if beats(new, old, metric, margin):
+        return "beats"
+    if new == old:
+        return "ties with"
+    if beats(new, old, metric, 0.0):
+        return "is better, by no more than the margin, than"
+    return "is worse than"
 
 
 def _already_tried(
-    name: str, digests: set[str], champion: StoredModel | None
+    name: str, digests: set[str], champion: StoredModel | None, failed: set[str]
 ) -> StoredModel | None:
-    """A version already trained on exactly these files that is not in production."""
+    """A version retraining already judged on exactly these files and did not promote."""
     from kiln.store import list_models
 
     for model in list_models(name)[0]:
-        same = {f.sha256 for f in model.metadata.data} == digests
-        if same and (champion is None or model.tag != champion.tag):
+        if champion is not None and model.tag == champion.tag:
+            continue
+        if model.metadata.version in failed or read_decision(model) is None:
+            continue  # left by a failed run, or never compared: not a verdict
+        if {f.sha256 for f in model.metadata.data} == digests:
             return model
     return None
 
 
-def _better(challenger: float, champion: float, metric: str, margin: float) -> bool:
-    if metric in LOWER_IS_BETTER:
-        return challenger <= champion + margin
-    return challenger >= champion - margin
+def _compare(
+    spec: Spec, challenger: StoredModel, champion: StoredModel, X: Any, y: Any
+) -> tuple[bool, str, float | None, float | None]:
+    """(promote?, the reason, challenger's score, champion's score)."""
+    metric, margin = spec.primary_metric, spec.promotion.margin
+    rows = f"{len(X):,} holdout rows neither model was trained on"
+    if spec.task is Task.classification:
+        grown = set(challenger.metadata.classes or []) - set(champion.metadata.classes or [])
+        if grown:  # only with promotion.allow_new_classes (check_labels)
+            shown = ", ".join(repr(c) for c in sorted(grown, key=str))
+            return (
+                True,
+                f"new classes {shown} (promotion.allow_new_classes): {champion.tag} cannot "
+                f"answer them, so {metric} is not compared; promoted on its quality gate",
+                None,
+                None,
+            )
+    missing = [f.name for f in champion.metadata.features if f.name not in X.columns]
+    if missing:
+        return (
+            True,
+            f"{champion.tag} cannot be scored: the data no longer has {', '.join(missing)}",
+            None,
+            None,
+        )
+    if len(X) < MIN_COMPARISON_ROWS:
+        return (
+            False,
+            f"only {rows} (at least {MIN_COMPARISON_ROWS} are needed to compare them on "
+            f"{metric}); {champion.tag} stays",
+            None,
+            None,
+        )
+    if spec.task is Task.classification and y.nunique() < 2:
+        return (
+            False,
+            f"the {rows} hold a single class ({y.iloc[0]!r}): {metric} cannot compare them; "
+            f"{champion.tag} stays",
+            None,
+            None,
+        )
+    new = holdout_score(challenger, spec, X, y, metric)
+    old = holdout_score(champion, spec, X, y, metric)
+    if new is None or old is None:
+        who = challenger.tag if new is None else champion.tag
+        return False, f"{who} has no {metric} on the {rows}; {champion.tag} stays", new, old
+    verdict = _verdict(new, old, metric, margin)
+    return (
+        verdict == "beats",
+        f"{metric} {new:.4f} {verdict} {champion.tag}'s {old:.4f} (margin {margin:g}; a tie "
+        f"keeps the champion) on {rows}",
+        new,
+        old,
+    )
 
 
-def retrain(
+def _decide(
     spec: Spec,
-    *,
-    spec_path: Path | None = None,
-    data: list[str] | None = None,
-    settings: TrainingSettings | None = None,
-    on_step: Step = _quiet,
+    challenger: StoredModel,
+    champion: StoredModel | None,
+    X: Any,
+    y: Any,
+    reasons: list[str],
 ) -> Decision:
-    """Train a challenger on all data, compare it with the champion, promote or not."""
-    spec_dir = spec_path.parent if spec_path else Path.cwd()
-    paths = resolve_paths(data, Path.cwd()) if data else resolve_paths(spec.data.paths, spec_dir)
-    champion = production_model(spec.name)
-    metric = spec.promotion.metric_for(spec.task)
-    fresh = new_files(paths, champion) if not spec.data.sklearn else paths
-    if champion is not None and not fresh:
-        return Decision(
-            promoted=False,
-            challenger=None,
-            champion=champion.tag,
-            metric=metric,
-            reasons=[f"no new data: {champion.tag} was trained on every file given"],
-        )
-    dataset = load_checked(spec, spec_dir, data)  # every data problem shows before training
-    tried = _already_tried(spec.name, {f.sha256 for f in dataset.files}, champion)
-    if tried is not None:
-        return Decision(
-            promoted=False,
-            challenger=None,
-            champion=champion.tag if champion else None,
-            metric=metric,
-            reasons=[f"{tried.tag} was already trained on exactly this data and not promoted"],
-        )
-    challenger = train(spec, spec_path=spec_path, data=data, settings=settings, on_step=on_step)
-
-    on_step("Comparing challenger and champion on the same holdout")
-    parts = split(spec, dataset)
-    X, y, rows_note = _comparison_rows(parts, dataset, fresh)
-    new_score = holdout_score(challenger, spec, X, y, metric)
-    old_score = holdout_score(champion, spec, X, y, metric) if champion else None
-    reasons: list[str] = [f"new data: {', '.join(p.name for p in fresh)}"] if champion else []
+    new_score = old_score = None
     if challenger.stage is Stage.rejected:
         failed = [
             f"{c.metric} {c.op} {c.threshold:g}"
@@ -187,28 +292,163 @@ def retrain(
     elif champion is None:
         reasons.append("there is no production model yet")
         promoted = True
-    elif new_score is None or old_score is None:
-        reasons.append(f"{champion.tag} cannot be scored on the new data's features")
-        promoted = True
     else:
-        promoted = _better(new_score, old_score, metric, spec.promotion.margin)
-        verdict = "not worse than" if promoted else "worse than"
-        reasons.append(
-            f"{metric} {new_score:.4f} is {verdict} {champion.tag}'s {old_score:.4f} "
-            f"(margin {spec.promotion.margin:g}) on {rows_note}"
-        )
-    decision = Decision(
+        promoted, reason, new_score, old_score = _compare(spec, challenger, champion, X, y)
+        reasons.append(reason)
+    return Decision(
         promoted=promoted,
         challenger=challenger.tag,
         champion=champion.tag if champion else None,
-        metric=metric,
+        metric=spec.primary_metric,
         challenger_score=new_score,
         champion_score=old_score,
         reasons=reasons,
     )
-    write_decision(challenger, decision)
-    if promoted:
-        promote(challenger.tag, "; ".join(reasons))
+
+
+def _failure(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, KilnError) else f"{type(exc).__name__}: {exc}"
+
+
+def _earlier_failure(record: RunRecord | None, digests: list[str]) -> str | None:
+    if record is None or record.last.status != "failed":
+        return None
+    data = "on this data " if sorted(record.last.data) == sorted(digests) else ""
+    return (
+        f"the last run {data}failed ({record.last.at:%Y-%m-%d %H:%M:%S} UTC): "
+        f"{record.last.error}; trying again"
+    )
+
+
+def retrain(
+    spec: Spec,
+    *,
+    spec_path: Path | None = None,
+    data: list[str] | None = None,
+    settings: TrainingSettings | None = None,
+    on_step: Step = _quiet,
+) -> Decision:
+    """Train a challenger on all data, compare it with the champion, promote or not.
+
+    Raises a KilnError when the run fails (it is then recorded as failed, and nothing it
+    trained stays in the store); an unexpected error is raised as a TrainingError.
+    """
+    earlier = last_run(spec.name)
+    digests: list[str] = []
+    trained: list[str] = []  # the challenger's tag, once it is in the store
+    try:
+        decision = _retrain(spec, spec_path, data, settings, on_step, earlier, digests, trained)
+    except Exception as exc:
+        left = None
+        if trained:  # registered, then a later step failed: take it out again
+            try:
+                unregister(trained[0])
+            except Exception:
+                left = trained[0].partition(":")[2]
+        error = _failure(exc)
+        run = Run(
+            status="failed",
+            at=datetime.now(UTC),
+            data=digests,
+            challenger=trained[0] if left else None,
+            error=error,
+        )
+        record_run(spec.name, run, left_behind=left)
+        if isinstance(exc, KilnError):
+            raise
+        raise TrainingError(f"{spec.name}: retraining failed: {error}") from exc
+    if decision.challenger is not None:
+        run = Run(
+            status="succeeded",
+            at=decision.at,
+            data=digests,
+            challenger=decision.challenger,
+            promoted=decision.promoted,
+        )
+        record_run(spec.name, run)
+    return decision
+
+
+def _retrain(
+    spec: Spec,
+    spec_path: Path | None,
+    data: list[str] | None,
+    settings: TrainingSettings | None,
+    on_step: Step,
+    earlier: RunRecord | None,
+    digests: list[str],
+    trained: list[str],
+) -> Decision:
+    spec_dir = spec_path.parent if spec_path else Path.cwd()
+    paths = resolve_paths(data, Path.cwd()) if data else resolve_paths(spec.data.paths, spec_dir)
+    champion = production_model(spec.name)
+    metric = spec.primary_metric
+    fresh = new_files(paths, champion) if not spec.data.sklearn else paths
+    if champion is not None and not fresh:
+        return Decision(
+            promoted=False,
+            challenger=None,
+            champion=champion.tag,
+            metric=metric,
+            reasons=[f"no new data: {champion.tag} was trained on every file given"],
+        )
+    on_step("Loading and checking data")
+    dataset = load_dataset(spec, paths)  # every data problem shows before training
+    digests.extend(f.sha256 for f in dataset.files)
+    check_labels(spec, dataset, champion)
+    check_positive_class(spec, dataset)
+    failed = set(earlier.failed_versions) if earlier else set()
+    tried = _already_tried(spec.name, set(digests), champion, failed)
+    if tried is not None:
+        return Decision(
+            promoted=False,
+            challenger=None,
+            champion=champion.tag if champion else None,
+            metric=metric,
+            reasons=[f"{tried.tag} was already trained on exactly this data and not promoted"],
+        )
+    reasons: list[str] = []
+    if (note := _earlier_failure(earlier, digests)) is not None:
+        on_step(note)
+        reasons.append(note)
+    if champion is not None:
+        reasons.append(f"new data: {', '.join(p.name for p in fresh)}")
+    X, y = comparison_rows(split(spec, dataset), dataset, champion)
+    decided: list[Decision] = []
+
+    def compare(challenger: StoredModel) -> None:
+        """Decide before the challenger enters the store: a failure here registers nothing."""
+        on_step(f"Comparing with {champion.tag if champion else 'nothing (first version)'}")
+        try:
+            decision = _decide(spec, challenger, champion, X, y, reasons)
+        except KilnError:
+            raise
+        except Exception as exc:
+            raise TrainingError(
+                f"{spec.name}: comparing {challenger.tag} with "
+                f"{champion.tag if champion else 'nothing'} failed: {_failure(exc)}; "
+                "nothing was registered"
+            ) from exc
+        write_decision(challenger, decision)
+        decided.append(decision)
+
+    settings = settings or TrainingSettings()
+    stored = train(
+        spec,
+        spec_path=spec_path,
+        data=data,
+        settings=settings.model_copy(update={"reports_dir": None}),  # written once it stays
+        on_step=on_step,
+        dataset=dataset,
+        check=compare,
+    )
+    trained.append(stored.tag)
+    decision = decided[0]
+    if decision.promoted:
+        promote(stored.tag, "; ".join(decision.reasons))
+    if settings.reports_dir is not None:
+        on_step("Writing the report")
+        write_training_report(stored, settings.reports_dir)  # reports its own failure
     return decision
 
 

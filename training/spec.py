@@ -31,7 +31,9 @@ __all__ = [
     "Spec",
     "TextSpec",
     "ToleranceSpec",
+    "key_metric",
     "load_spec",
+    "metrics_for",
     "parse_spec",
 ]
 
@@ -45,6 +47,8 @@ CLASSIFICATION_METRICS = (
     "log_loss",
 )
 REGRESSION_METRICS = ("mae", "rmse", "r2")
+LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})  # every other metric: higher is better
+_KEY_METRIC = {Task.classification: "roc_auc", Task.regression: "r2"}
 BUNDLED_DATASETS = ("breast_cancer", "diabetes", "iris", "wine")
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-6
@@ -142,11 +146,31 @@ class TextSpec(_Spec):
         return {k: v for k, v in value.items() if k not in refused}
 
 
+def metrics_for(task: Task) -> tuple[str, ...]:
+    """The metrics Kiln measures for ``task``: what a gate or ``evaluation.primary`` may name."""
+    return CLASSIFICATION_METRICS if task is Task.classification else REGRESSION_METRICS
+
+
+def key_metric(task: Task) -> str:
+    """The task's headline metric: ROC AUC (classification), R² (regression).
+
+    The primary metric of a spec with no gate and no ``evaluation.primary``, the score column
+    of ``kiln models list`` and the metric a report compares versions on.
+    """
+    return _KEY_METRIC[task]
+
+
 class EvaluationSpec(_Spec):
     holdout: float = Field(default=0.2, gt=0, lt=1, description="Fraction held out for tests.")
     seed: int = Field(default=0, description="Random seed of the split and the estimator.")
     positive_class: str | int | None = Field(
         default=None, description="Binary classification: the class precision/recall refer to."
+    )
+    primary: str | None = Field(
+        default=None,
+        description="The metric that decides between two versions of the model: `kiln "
+        "retrain` compares challenger and champion on it. Default: the first gate rule's "
+        "metric, else roc_auc (classification) or r2 (regression). One of the task's metrics.",
     )
 
 
@@ -200,22 +224,39 @@ class GateRule(_Spec):
 
 
 class PromotionSpec(_Spec):
-    """When `kiln retrain` replaces the production model (the champion) by a new one."""
+    """When `kiln retrain` replaces the production model (the champion) by a new one.
 
-    metric: str | None = Field(
-        default=None,
-        description="Metric both models are compared on, on the same holdout (default: "
-        "roc_auc for classification, r2 for regression).",
-    )
+    Both are scored on the spec's primary metric (:attr:`Spec.primary_metric`), on the
+    holdout rows neither was trained on.
+    """
+
     margin: float = Field(
-        default=0.0, ge=0, description="How much worse than the champion a challenger may be."
+        default=0.0,
+        ge=0,
+        description="How much better than the champion a challenger must be, on the primary "
+        "metric, to replace it: promoted only when challenger > champion + margin (for mae, "
+        "rmse and log_loss, lower is better: challenger < champion - margin). A tie, or a "
+        "gain of exactly `margin`, keeps the champion; with the default 0 the challenger must "
+        "be strictly better.",
+    )
+    allow_new_classes: bool = Field(
+        default=False,
+        description="Classification: whether retraining may add classes the champion does "
+        "not know. By default a label the champion never saw (a new class, or a respelling "
+        "such as 'ADELIE' for 'Adelie') stops the run before training, naming the labels; "
+        "true accepts them, and the challenger (which the champion cannot be compared with "
+        "on classes it does not know) is promoted if it passes its quality gate.",
     )
 
-    def metric_for(self, task: Task) -> str:
-        return self.metric or ("roc_auc" if task is Task.classification else "r2")
-
-
-LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "metric" in value:
+            raise ValueError(
+                "`promotion.metric` was replaced by `evaluation.primary` (default: the first "
+                "gate rule's metric); move it there"
+            )
+        return value
 
 
 class Spec(_Spec):
@@ -266,6 +307,13 @@ class Spec(_Spec):
     def has_text(self) -> bool:
         return FeatureKind.text in self.features.values()
 
+    @property
+    def primary_metric(self) -> str:
+        """``evaluation.primary``, else the first gate rule's metric, else the task's key one."""
+        if self.evaluation.primary is not None:
+            return self.evaluation.primary
+        return self.gate[0].metric if self.gate else key_metric(self.task)
+
 
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     return [
@@ -292,7 +340,7 @@ def _cross_field_problems(spec: Spec) -> list[tuple[str, str]]:
         problems.append((f"features.{spec.target}", "the target cannot also be a feature"))
     for column in sorted(set(spec.drop) & set(spec.features)):
         problems.append(("drop", f"{column!r} is both dropped and a feature"))
-    known = CLASSIFICATION_METRICS if spec.task is Task.classification else REGRESSION_METRICS
+    known = metrics_for(spec.task)
     for i, rule in enumerate(spec.gate):
         if rule.metric not in known:
             problems.append(
@@ -301,12 +349,18 @@ def _cross_field_problems(spec: Spec) -> list[tuple[str, str]]:
                     f"{rule.metric!r} is not a {spec.task.value} metric; known: {', '.join(known)}",
                 )
             )
-    if spec.promotion.metric is not None and spec.promotion.metric not in known:
+    primary = spec.evaluation.primary
+    if primary is not None and primary not in known:
         problems.append(
-            ("promotion.metric", f"{spec.promotion.metric!r} is not a {spec.task.value} metric")
+            (
+                "evaluation.primary",
+                f"{primary!r} is not a {spec.task.value} metric; known: {', '.join(known)}",
+            )
         )
     if spec.task is Task.regression and spec.evaluation.positive_class is not None:
         problems.append(("evaluation.positive_class", "only for classification"))
+    if spec.task is Task.regression and spec.promotion.allow_new_classes:
+        problems.append(("promotion.allow_new_classes", "only for classification"))
     return problems
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,47 @@ def test_text_model_trains_on_files_given_on_the_command_line(tmp_path: Path) ->
     shown = json.loads(kiln("models", "show", "sms-spam", "--json", home=tmp_path).stdout)
     assert [d["rows"] for d in shown["data"]] == [4179, 1392]
     assert shown["evaluation"]["metrics"]["roc_auc"] >= 0.97
+
+
+@pytest.mark.slow
+def test_retrain_refuses_respelled_labels_and_promote_a_damaged_model(tmp_path: Path) -> None:
+    import pandas as pd
+
+    churn = pd.read_csv(REPO / "training" / "data" / "churn.csv")
+    (tmp_path / "data").mkdir()
+    spec = tmp_path / "churn.yaml"
+    spec.write_text(
+        (SPECS / "churn.yaml")
+        .read_text()
+        .replace("paths: [../data/churn.csv]", "paths: [data/*.csv]")
+        .replace("type: GradientBoostingClassifier", "type: LogisticRegression")
+        .replace("params: {n_estimators: 200, max_depth: 3, learning_rate: 0.05}", "params: {}")
+    )
+    home = tmp_path / "store"
+    churn.iloc[:1500].to_csv(tmp_path / "data" / "a.csv", index=False)
+    first = kiln("retrain", str(spec), home=home)
+    assert first.returncode == 0, first.stderr
+    promoted = re.match(r"churn:(\w+): promoted", first.stdout)
+    assert promoted is not None, first.stdout
+    version = promoted.group(1)
+
+    respelled = churn.iloc[1500:].copy()
+    respelled["churned"] = respelled["churned"].replace({"yes": "YES"})
+    respelled.to_csv(tmp_path / "data" / "b.csv", index=False)
+    refused = kiln("retrain", str(spec), home=home)
+    assert refused.returncode == 2, refused.stderr  # a data problem
+    assert "'YES'" in refused.stderr and "promotion.allow_new_classes" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert len(list((home / "models" / "churn").iterdir())) == 2  # one version, and `latest`
+
+    churn.iloc[1500:].to_csv(tmp_path / "data" / "b.csv", index=False)
+    second = kiln("retrain", str(spec), home=home)
+    assert second.returncode == 0, second.stderr
+    assert "the last run failed" in second.stdout and "'YES'" in second.stdout
+
+    onnx = home / "models" / "churn" / version / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-8] + b"\x00" * 8)
+    damaged = kiln("models", "promote", f"churn:{version}", home=home)
+    assert damaged.returncode == 1, damaged.stderr
+    assert "does not match the sha256 registered" in damaged.stderr
+    assert "Traceback" not in damaged.stderr

@@ -110,6 +110,8 @@ def test_drivers_are_the_top_three_that_matter() -> None:
         ("roc_auc", 0.852, 0.85, "about as good as"),
         ("mae", 40.0, 45.0, "better than"),
         ("mae", 50.0, 45.0, "worse than"),
+        ("r2", 0.62, 0.48, "better than"),  # the regressors' key metric: higher is better
+        ("log_loss", 0.30, 0.45, "better than"),  # LOWER_IS_BETTER, from training.spec
     ],
 )
 def test_comparison_says_which_is_better(metric: str, new: float, old: float, verdict: str) -> None:

@@ -15,7 +15,17 @@ from kiln.errors import SpecError
 from tests.conftest import SPECS
 from training.data import resolve_paths
 from training.estimators import ESTIMATORS, make_estimator
-from training.spec import GateRule, Spec, TextSpec, ToleranceSpec, load_spec, parse_spec
+from training.spec import (
+    LOWER_IS_BETTER,
+    GateRule,
+    Spec,
+    TextSpec,
+    ToleranceSpec,
+    key_metric,
+    load_spec,
+    metrics_for,
+    parse_spec,
+)
 
 BASE: dict[str, Any] = {
     "name": "m",
@@ -108,6 +118,17 @@ BAD = [
     pytest.param({"text": {"token_pattern": r"\w+"}}, "text", "token_pattern: custom token",
                  id="token-pattern"),
     pytest.param({"text": {"analyzer": "char_wb"}}, "text", "analyzer: character", id="analyzer"),
+    pytest.param({"evaluation": {"primary": "r2"}}, "evaluation.primary",
+                 "'r2' is not a classification metric; known: accuracy", id="primary-other-task"),
+    pytest.param({**REGRESSION, "evaluation": {"primary": "roc_auc"}}, "evaluation.primary",
+                 "'roc_auc' is not a regression metric; known: mae, rmse, r2",
+                 id="primary-classification-metric"),
+    pytest.param({"promotion": {"metric": "roc_auc"}}, "promotion",
+                 "`promotion.metric` was replaced by `evaluation.primary`", id="promotion-metric"),
+    pytest.param({"promotion": {"margin": -0.1}}, "promotion.margin", "greater than or equal",
+                 id="negative-margin"),
+    pytest.param({**REGRESSION, "promotion": {"allow_new_classes": True}},
+                 "promotion.allow_new_classes", "only for classification", id="new-classes-reg"),
 ]
 # fmt: on
 
@@ -164,6 +185,35 @@ def test_spec_defaults() -> None:
     assert spec.has_text
     assert (spec.evaluation.holdout, spec.tolerance.atol, spec.tolerance.rtol) == (0.2, 1e-4, 1e-6)
     assert spec.gate == [] and spec.drop == [] and spec.data.paths == []
+    assert (spec.promotion.margin, spec.promotion.allow_new_classes) == (0.0, False)
+
+
+@pytest.mark.parametrize(
+    ("changes", "primary"),
+    [
+        pytest.param({}, "roc_auc", id="classification-no-gate"),
+        pytest.param(REGRESSION, "r2", id="regression-no-gate"),
+        pytest.param({"gate": ["accuracy >= 0.8", "roc_auc >= 0.9"]}, "accuracy", id="first-gate"),
+        pytest.param({**REGRESSION, "gate": ["mae <= 5"]}, "mae", id="first-gate-regression"),
+        pytest.param(
+            {"gate": ["accuracy >= 0.8"], "evaluation": {"primary": "log_loss"}},
+            "log_loss",
+            id="named",
+        ),
+    ],
+)
+def test_primary_metric(changes: dict[str, Any], primary: str) -> None:
+    """`evaluation.primary`, else the first gate rule's metric, else the task's key metric."""
+    assert parse_spec(raw(**changes)).primary_metric == primary
+
+
+def test_key_metric_and_lower_is_better_are_defined_once() -> None:
+    from training.report import sentences
+
+    assert (key_metric(Task.classification), key_metric(Task.regression)) == ("roc_auc", "r2")
+    assert sentences.LOWER_IS_BETTER is LOWER_IS_BETTER
+    assert {"log_loss", "mae", "rmse"} == LOWER_IS_BETTER
+    assert set(metrics_for(Task.classification) + metrics_for(Task.regression)) >= LOWER_IS_BETTER
 
 
 # --- load_spec on files ------------------------------------------------------------------

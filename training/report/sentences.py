@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from training.spec import LOWER_IS_BETTER
+
 __all__ = [
     "ITEMS",
-    "LOWER_IS_BETTER",
     "METRIC_NAMES",
     "accuracy_sentence",
     "comparison_sentence",
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 ITEMS = "cases"
-LOWER_IS_BETTER = frozenset({"mae", "rmse", "log_loss"})
 METRIC_NAMES = {
     "accuracy": "accuracy",
     "balanced_accuracy": "balanced accuracy",
