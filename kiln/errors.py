@@ -6,6 +6,7 @@ exits with ``exit_code``; the service turns it into ``{"error": message}`` with 
 
     KilnError                    500  base; never raised itself
     ├── SpecError                400  the spec file is wrong (names the field)
+    ├── SettingsError            500  a setting (environment variable) is wrong or unknown
     ├── DataError                422  a data file is unreadable or does not match the spec
     ├── TrainingError            500  fitting or exporting failed
     │   └── VerificationError    500  ONNX Runtime disagrees with scikit-learn
@@ -33,6 +34,7 @@ __all__ = [
     "PayloadTooLarge",
     "RegistrationError",
     "ServiceUnavailable",
+    "SettingsError",
     "SpecError",
     "TrainingError",
     "UnsupportedMediaType",
@@ -66,6 +68,16 @@ class SpecError(KilnError):
         self.problems = list(problems)
         lines = [f"  {field}: {problem}" for field, problem in self.problems]
         super().__init__(f"{source} {verdict}:\n" + "\n".join(lines))
+
+
+class SettingsError(KilnError):
+    """Settings from the environment are wrong: each problem, one line, names its variable."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 class DataError(KilnError):

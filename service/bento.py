@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
+import sys
 
 import bentoml
 import uvicorn.config as uvicorn_config
 
+from kiln.errors import SettingsError
 from service import traffic
 from service.access import ApiKeyMiddleware, KeyRing
 from service.app import create_app
@@ -22,50 +23,55 @@ from service.errorbodies import JsonErrors
 from service.fastlane import FastLane
 from service.health import ReadinessMiddleware
 from service.metrics import Metrics
-from service.settings import ServingSettings
+from service.settings import load_settings
 
 __all__ = ["Kiln"]
 
 log = logging.getLogger("kiln.service")
+# BentoML reads its service configuration when this class is decorated, at import, so the
+# settings are read here, once, and the same object serves ``__init__``: this entry module is
+# the one place where reading them at import is unavoidable. A bad or unknown KILN_SERVE_*
+# variable stops start-up with its one-line message and exit code 2 (raised, it would reach
+# the user as BentoML's traceback of the failed import).
+try:
+    settings = load_settings()
+except SettingsError as exc:
+    print(exc, file=sys.stderr)
+    raise SystemExit(exc.exit_code) from None
+
+# The access log and the inference routes' OpenTelemetry spans are off unless asked for:
+# together they cost 40% of the throughput (bench/RESULTS.md), and Prometheus metrics count
+# every request.
+_tracing = (
+    {} if settings.trace_inference else {"excluded_urls": ["/v1/models", "/v2/models", "/v1/noop"]}
+)
+_traffic: dict[str, float | int] = {"timeout": settings.timeout}
+if settings.max_concurrency is not None:  # past it: 503 + Retry-After (traffic.py)
+    _traffic["max_concurrency"] = settings.max_concurrency
+# The worker's event loop. uvloop is faster on bulk JSON (bench/RESULTS.md), but its libuv
+# accepts one new connection per loop iteration (libuv PR #3696): under a flood of busy
+# connections, new ones, health probes included, waited up to 8 s in the accept queue
+# (tests/e2e/test_overload.py). asyncio's loop accepts up to a hundred at a time.
+uvicorn_config.LOOP_FACTORIES["auto"] = uvicorn_config.LOOP_FACTORIES[settings.event_loop]
+
 # BentoML builds its HTTP app (and its timeout middleware) after importing this module: put
 # the fixed middleware in place first (service/traffic.py says why).
 traffic.install()
 http_app = create_app()
 
 
-# BentoML reads its service configuration when this class is decorated, so these settings
-# come from the environment here; the rest of ServingSettings is read in __init__. The access
-# log and the inference routes' OpenTelemetry spans are off unless asked for: together they
-# cost 40% of the throughput (bench/RESULTS.md), and Prometheus metrics count every request.
-_TRUE = ("1", "true", "yes")
-_access_log = os.environ.get("KILN_SERVE_ACCESS_LOG", "false").lower() in _TRUE
-_trace = os.environ.get("KILN_SERVE_TRACE_INFERENCE", "false").lower() in _TRUE
-_traffic: dict[str, float | int] = {"timeout": float(os.environ.get("KILN_SERVE_TIMEOUT", "30"))}
-if os.environ.get("KILN_SERVE_MAX_CONCURRENCY"):  # past it: 503 + Retry-After (traffic.py)
-    _traffic["max_concurrency"] = int(os.environ["KILN_SERVE_MAX_CONCURRENCY"])
-# The worker's event loop. uvloop is faster on bulk JSON (bench/RESULTS.md), but its libuv
-# accepts one new connection per loop iteration (libuv PR #3696): under a flood of busy
-# connections, new ones, health probes included, waited up to 8 s in the accept queue
-# (tests/e2e/test_overload.py). asyncio's loop accepts up to a hundred at a time.
-_loop = os.environ.get("KILN_SERVE_EVENT_LOOP", "asyncio")
-if _loop not in ("asyncio", "uvloop"):
-    raise ValueError(f"KILN_SERVE_EVENT_LOOP must be asyncio or uvloop, got {_loop!r}")
-uvicorn_config.LOOP_FACTORIES["auto"] = uvicorn_config.LOOP_FACTORIES[_loop]
-
-
 @bentoml.service(
     name="kiln",
-    workers=int(os.environ.get("KILN_SERVE_WORKERS", "1")),
+    workers=settings.workers,
     traffic=_traffic,
-    logging={"access": {"enabled": _access_log}},
-    tracing={} if _trace else {"excluded_urls": ["/v1/models", "/v2/models", "/v1/noop"]},
+    logging={"access": {"enabled": settings.access_log}},
+    tracing=_tracing,
 )
 @bentoml.asgi_app(http_app, path="/")
 class Kiln:
     """Serves every production model in the store through both protocols."""
 
     def __init__(self) -> None:
-        settings = ServingSettings()
         http_app.state.keyring = KeyRing.from_settings(settings)
         # Kiln's own lines (models loaded, hot swaps) are INFO; BentoML's logging set-up
         # leaves unconfigured loggers at WARNING, which would hide them from the operator.

@@ -1,19 +1,58 @@
 """Serving settings: one object, read from ``KILN_SERVE_*`` environment variables.
 
-Validated when the service starts; a bad value stops start-up with a message naming it.
+Every setting is a field of :class:`ServingSettings`, its environment variable the field's
+name in capitals after ``KILN_SERVE_`` (``timeout``: ``KILN_SERVE_TIMEOUT``); lists and
+objects are JSON. An empty variable counts as unset. :func:`load_settings` reads them when
+the service starts: a bad value, or a ``KILN_SERVE_*`` name that is no setting (a typo would
+otherwise be ignored), stops start-up with one line per variable, e.g.::
+
+    KILN_SERVE_TIMEOUT='30s': expected a number of seconds
+    unknown setting KILN_SERVE_TIMOUT (did you mean KILN_SERVE_TIMEOUT?)
+
+This module is the only one in ``service/`` that looks at ``os.environ`` (a test checks).
 The model store is BentoML's own ``BENTOML_HOME``.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+import pydantic_settings
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["BatchLimits", "ServingSettings"]
+from kiln.errors import SettingsError
+
+__all__ = ["ENV_PREFIX", "BatchLimits", "ServingSettings", "env_name", "load_settings"]
+
+ENV_PREFIX = "KILN_SERVE_"
+
+
+class Unit:
+    """Field metadata: the unit of a number setting, named in error messages."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+Seconds = Unit("seconds")
+Milliseconds = Unit("milliseconds")
+Bytes = Unit("bytes")
 
 
 class BatchLimits(BaseModel):
@@ -24,7 +63,7 @@ class BatchLimits(BaseModel):
     max_batch_rows: int = Field(default=512, ge=1)
     """Most rows one ONNX Runtime call takes. Larger requests are split, never merged."""
 
-    max_wait_ms: float = Field(default=1.0, ge=0, le=1000)
+    max_wait_ms: Annotated[float, Milliseconds] = Field(default=1.0, ge=0, le=1000)
     """How long the first request of a batch may wait for others to join it."""
 
     enabled: bool = True
@@ -32,15 +71,23 @@ class BatchLimits(BaseModel):
 
 
 class ServingSettings(BaseSettings):
+    """Every serving setting; build it with :func:`load_settings`, which explains bad values."""
+
     model_config = SettingsConfigDict(
-        env_prefix="KILN_SERVE_", extra="forbid", frozen=True, use_attribute_docstrings=True
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
     )
 
-    models: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list, examples=[["churn", "wine:3"]])
     """Serve exactly these (`NAME` or `NAME:VERSION`, JSON list). Empty: every model in the
     store, at its newest version that passed its quality gate."""
 
-    providers: list[str] | None = None
+    providers: list[str] | None = Field(
+        default=None, examples=[["CUDAExecutionProvider", "CPUExecutionProvider"]]
+    )
     """ONNX Runtime execution providers in order of preference, e.g.
     `["CUDAExecutionProvider", "CPUExecutionProvider"]`. Default: CUDA then CPU where
     onnxruntime-gpu is installed, else CPU."""
@@ -51,10 +98,14 @@ class ServingSettings(BaseSettings):
     intra_op_threads: int = Field(default=1, ge=0)
     """ONNX Runtime threads per model call (0: one per core). One suits many workers."""
 
-    batch: BatchLimits = Field(default_factory=BatchLimits)
+    batch: BatchLimits = Field(
+        default_factory=BatchLimits, examples=[{"max_batch_rows": 512, "max_wait_ms": 1}]
+    )
     """Default batching limits (JSON), e.g. `{"max_batch_rows": 512, "max_wait_ms": 1}`."""
 
-    batch_overrides: dict[str, BatchLimits] = Field(default_factory=dict)
+    batch_overrides: dict[str, BatchLimits] = Field(
+        default_factory=dict, examples=[{"churn": {"max_batch_rows": 64}}]
+    )
     """Per-model batching limits (JSON), e.g. `{"churn": {"max_batch_rows": 64}}`."""
 
     max_queue_rows: int = Field(default=20_000, ge=1)
@@ -63,10 +114,10 @@ class ServingSettings(BaseSettings):
     max_rows_per_request: int = Field(default=10_000, ge=1)
     """Most rows (instances) one request may carry; more is answered 413."""
 
-    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_body_bytes: Annotated[int, Bytes] = Field(default=32 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger is answered 413."""
 
-    poll_seconds: float = Field(default=30.0, ge=0)
+    poll_seconds: Annotated[float, Seconds] = Field(default=30.0, ge=0)
     """How often to look for a newly promoted production version and swap it in without
     dropping requests (0: never; models pinned as NAME:VERSION never change)."""
 
@@ -84,14 +135,189 @@ class ServingSettings(BaseSettings):
     """With API keys set, also require a key on `/livez`, `/readyz`, `/metrics` and the V2
     health routes (by default they stay open for probes and Prometheus)."""
 
+    # BentoML's own service configuration: service/bento.py passes these to
+    # ``@bentoml.service`` (workers, traffic, logging, tracing) and to uvicorn.
+
+    workers: int = Field(default=1, ge=1)
+    """Worker processes; each opens every model and serves requests on its own."""
+
+    timeout: Annotated[float, Seconds] = Field(default=30.0, gt=0)
+    """Seconds a request may take before it is answered 504. A pod's termination grace
+    period must outlast it (deploy/k8s)."""
+
+    max_concurrency: int | None = Field(default=None, ge=1)
+    """Requests a worker handles at once; past it a request is answered 503 with
+    Retry-After. Health and metrics routes are never limited. Unset: no limit (the batching
+    queue, `max_queue_rows`, still sheds load)."""
+
+    access_log: bool = False
+    """Log one line per request (BentoML's access log). Off by default: together with
+    `trace_inference` it costs about 40% of the throughput (bench/RESULTS.md), and the
+    Prometheus metrics count every request anyway."""
+
+    trace_inference: bool = False
+    """Make OpenTelemetry spans for the model routes too (`/v1/models...`, `/v2/models...`,
+    `/v1/noop`); off, only the other routes are traced."""
+
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    """The workers' event loop. uvloop is faster on bulk JSON, but accepts one new
+    connection per loop turn, so under a flood of busy connections health probes waited
+    seconds to get in; asyncio's loop accepts up to a hundred at a time."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             if value.lstrip().startswith("["):  # a JSON list, like the other list settings
-                return json.loads(value)
+                try:
+                    return json.loads(value)
+                except ValueError as exc:
+                    raise ValueError(f"not a valid JSON list ({exc})") from None
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
     def limits_for(self, model: str) -> BatchLimits:
         return self.batch_overrides.get(model, self.batch)
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``timeout`` -> ``KILN_SERVE_TIMEOUT``."""
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings() -> ServingSettings:
+    """The settings from the environment, checked.
+
+    Raises :class:`kiln.errors.SettingsError` with one line per bad or unknown
+    ``KILN_SERVE_*`` variable (pydantic-settings itself ignores an unknown prefixed name in
+    the environment; here it is an error, as ``extra="forbid"`` makes it for arguments).
+    """
+    # pydantic-settings matches names case-insensitively (case_sensitive is off): so do we.
+    ours = sorted(name for name in os.environ if name.upper().startswith(ENV_PREFIX))
+    environ = {name.upper(): os.environ[name] for name in ours}
+    problems = [_unknown(name) for name in ours if _field_of(name) is None]
+    settings: ServingSettings | None = None
+    try:
+        settings = ServingSettings()
+    except ValidationError as exc:
+        problems += [_invalid(error, environ) for error in exc.errors()]
+    except pydantic_settings.SettingsError as exc:  # a list or object that is not JSON
+        problems.append(_not_json(exc, environ))
+    if problems or settings is None:
+        raise SettingsError(list(dict.fromkeys(problems)))  # one line each, in order
+    return settings
+
+
+# -- Messages ------------------------------------------------------------------------------
+
+_LONGEST_VALUE = 80  # characters of a value quoted in a message
+_BOUNDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
+_NUMBER_ERRORS = frozenset({"float_parsing", "float_type", "finite_number"})
+_INTEGER_ERRORS = frozenset({"int_parsing", "int_type", "int_from_float", "int_parsing_size"})
+
+
+def _field_of(name: str) -> str | None:
+    """The field a ``KILN_SERVE_*`` name sets, if any (in any case, as pydantic-settings)."""
+    field = name[len(ENV_PREFIX) :].lower()
+    return field if field in ServingSettings.model_fields else None
+
+
+def _unknown(name: str) -> str:
+    known = [env_name(field) for field in ServingSettings.model_fields]
+    suffixes = {env[len(ENV_PREFIX) :]: env for env in known}
+    close = difflib.get_close_matches(name[len(ENV_PREFIX) :].upper(), list(suffixes), n=1)
+    if close:
+        return f"unknown setting {name} (did you mean {suffixes[close[0]]}?)"
+    return f"unknown setting {name} (the settings are listed in service/settings.py)"
+
+
+def _shown(field: str, environ: Mapping[str, str], fallback: Any) -> str:
+    """The value as the user set it, quoted and shortened; a secret is never shown."""
+    if _is_secret(ServingSettings.model_fields[field].annotation):
+        return "<hidden>"
+    value = environ.get(env_name(field), fallback)
+    text = repr(value)
+    return text if len(text) <= _LONGEST_VALUE else text[: _LONGEST_VALUE - 4] + "...'"
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or any(_is_secret(arg) for arg in get_args(annotation))
+
+
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in get_args(annotation):
+        yield from _models_in(arg)
+
+
+def _field_at(loc: tuple[int | str, ...]) -> FieldInfo:
+    """The field an error's location ends at (a BatchLimits field inside ``batch``)."""
+    info = ServingSettings.model_fields[str(loc[0])]
+    for part in loc[1:]:
+        inner = next(_models_in(info.annotation), None)
+        if inner is not None and isinstance(part, str) and part in inner.model_fields:
+            info = inner.model_fields[part]
+    return info
+
+
+def _noun(info: FieldInfo) -> str:
+    unit = next((m.name for m in info.metadata if isinstance(m, Unit)), None)
+    whole = int in (info.annotation, *get_args(info.annotation))
+    noun = "a whole number" if whole else "a number"
+    return f"{noun} of {unit}" if unit else noun
+
+
+def _json_kind(info: FieldInfo) -> str:
+    example = f", e.g. {json.dumps(info.examples[0])}" if info.examples else ""
+    types = (info.annotation, *get_args(info.annotation))
+    listed = any(get_origin(t) is list for t in types)
+    return ("a JSON list" if listed else "a JSON object") + example
+
+
+def _expected(error: ErrorDetails, loc: tuple[int | str, ...]) -> str:
+    """What the value at ``loc`` should have been."""
+    info = _field_at(loc)
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind in _NUMBER_ERRORS or kind in _INTEGER_ERRORS:
+        return f"expected {_noun(info)}"
+    if kind in _BOUNDS:
+        key, sign = _BOUNDS[kind]
+        return f"expected {_noun(info)} {sign} {ctx[key]:g}"
+    if kind == "bool_parsing":
+        return "expected true or false"
+    if kind == "literal_error":
+        return f"expected {ctx['expected']}"
+    if kind in ("list_type", "dict_type", "model_type", "model_attributes_type"):
+        return f"expected {_json_kind(info)}"
+    if kind == "extra_forbidden":  # ``info`` is the object's field: name its keys
+        inner = next(_models_in(info.annotation), None)
+        return "not a known key" + (f" (known: {', '.join(inner.model_fields)})" if inner else "")
+    if kind == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    return "expected " + error["msg"].removeprefix("Input should be ")
+
+
+def _invalid(error: ErrorDetails, environ: Mapping[str, str]) -> str:
+    loc = error["loc"]
+    field = str(loc[0])
+    if field not in ServingSettings.model_fields:  # only arguments can name other fields
+        return f"{field}: {error['msg']}"
+    inside = ".".join(str(part) for part in loc[1:])  # a key inside a JSON object
+    shown = _shown(field, environ, error["input"])
+    return f"{env_name(field)}={shown}: {inside + ': ' if inside else ''}{_expected(error, loc)}"
+
+
+def _not_json(exc: pydantic_settings.SettingsError, environ: Mapping[str, str]) -> str:
+    found = re.search(r'field "(\w+)"', str(exc))
+    if found is None or found.group(1) not in ServingSettings.model_fields:
+        return str(exc)
+    field = found.group(1)
+    reason = f" (not valid JSON: {exc.__cause__})" if exc.__cause__ else ""
+    info = ServingSettings.model_fields[field]
+    return f"{env_name(field)}={_shown(field, environ, None)}: expected {_json_kind(info)}{reason}"
