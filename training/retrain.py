@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,15 @@ def _earlier_failure(record: RunRecord | None, digests: list[str]) -> str | None
     )
 
 
+@dataclass
+class _Attempt:
+    """How far a run got: the data it read, the version it put in the store."""
+
+    earlier: RunRecord | None
+    digests: list[str] = field(default_factory=list)
+    registered: str | None = None
+
+
 def retrain(
     spec: Spec,
     *,
@@ -333,24 +343,22 @@ def retrain(
     Raises a KilnError when the run fails (it is then recorded as failed, and nothing it
     trained stays in the store); an unexpected error is raised as a TrainingError.
     """
-    earlier = last_run(spec.name)
-    digests: list[str] = []
-    trained: list[str] = []  # the challenger's tag, once it is in the store
+    attempt = _Attempt(earlier=last_run(spec.name))
     try:
-        decision = _retrain(spec, spec_path, data, settings, on_step, earlier, digests, trained)
+        decision = _retrain(spec, spec_path, data, settings, on_step, attempt)
     except Exception as exc:
         left = None
-        if trained:  # registered, then a later step failed: take it out again
+        if attempt.registered:  # registered, then a later step failed: take it out again
             try:
-                unregister(trained[0])
+                unregister(attempt.registered)
             except Exception:
-                left = trained[0].partition(":")[2]
+                left = attempt.registered.partition(":")[2]
         error = _failure(exc)
         run = Run(
             status="failed",
             at=datetime.now(UTC),
-            data=digests,
-            challenger=trained[0] if left else None,
+            data=attempt.digests,
+            challenger=attempt.registered if left else None,
             error=error,
         )
         record_run(spec.name, run, left_behind=left)
@@ -361,7 +369,7 @@ def retrain(
         run = Run(
             status="succeeded",
             at=decision.at,
-            data=digests,
+            data=attempt.digests,
             challenger=decision.challenger,
             promoted=decision.promoted,
         )
@@ -375,9 +383,7 @@ def _retrain(
     data: list[str] | None,
     settings: TrainingSettings | None,
     on_step: Step,
-    earlier: RunRecord | None,
-    digests: list[str],
-    trained: list[str],
+    attempt: _Attempt,
 ) -> Decision:
     spec_dir = spec_path.parent if spec_path else Path.cwd()
     paths = resolve_paths(data, Path.cwd()) if data else resolve_paths(spec.data.paths, spec_dir)
@@ -394,11 +400,12 @@ def _retrain(
         )
     on_step("Loading and checking data")
     dataset = load_dataset(spec, paths)  # every data problem shows before training
-    digests.extend(f.sha256 for f in dataset.files)
+    attempt.digests = [f.sha256 for f in dataset.files]
     check_labels(spec, dataset, champion)
     check_positive_class(spec, dataset)
+    earlier = attempt.earlier
     failed = set(earlier.failed_versions) if earlier else set()
-    tried = _already_tried(spec.name, set(digests), champion, failed)
+    tried = _already_tried(spec.name, set(attempt.digests), champion, failed)
     if tried is not None:
         return Decision(
             promoted=False,
@@ -408,7 +415,7 @@ def _retrain(
             reasons=[f"{tried.tag} was already trained on exactly this data and not promoted"],
         )
     reasons: list[str] = []
-    if (note := _earlier_failure(earlier, digests)) is not None:
+    if (note := _earlier_failure(earlier, attempt.digests)) is not None:
         on_step(note)
         reasons.append(note)
     if champion is not None:
@@ -442,7 +449,7 @@ def _retrain(
         dataset=dataset,
         check=compare,
     )
-    trained.append(stored.tag)
+    attempt.registered = stored.tag
     decision = decided[0]
     if decision.promoted:
         promote(stored.tag, "; ".join(decision.reasons))
