@@ -118,7 +118,12 @@ containerize: build ## Build the CPU image kiln:cpu (BASE_IMAGE=, WHEELS=dir of 
 containerize-gpu: build ## Build the GPU image kiln:gpu (onnxruntime-gpu on GPU_BASE_IMAGE)
 	$(call container_image,$(GPU_BASE_IMAGE),$(ORT_GPU_PACKAGE),gpu)
 
-containerize-train: ## Build the training image kiln-train:cpu (for the retraining CronJob)
+# The training image's context is the repository (.dockerignore); WHEELS=dir, wheels for
+# requirements-train.lock, go to $(TRAIN_WHEELS) in it, else pip uses its index.
+TRAIN_WHEELS := build/train/wheels
+containerize-train: ## Build the training image kiln-train:cpu for the retraining CronJob (BASE_IMAGE=, WHEELS=)
+	rm -rf $(TRAIN_WHEELS)
+	$(if $(WHEELS),mkdir -p $(TRAIN_WHEELS) && { cp -l $(WHEELS)/*.whl $(TRAIN_WHEELS)/ 2>/dev/null || cp $(WHEELS)/*.whl $(TRAIN_WHEELS)/; })
 	$(DOCKER) build --file deploy/docker/Dockerfile.train --tag $(IMAGE)-train:cpu \
 	  --build-arg BASE_IMAGE=$(BASE_IMAGE) $(DOCKER_BUILD_ARGS) .
 

@@ -6,9 +6,8 @@ debootstrap; the container runs with a read-only root file system, uid 1000, no 
 on the host network. Both protocols must answer as `Predictor` does, /metrics must serve, the
 HEALTHCHECK must report healthy, and SIGTERM must let a request in flight finish.
 
-Needs a container engine: `deploy/ci-image.sh engine` uses DOCKER_HOST or the default engine,
-or starts Debian's dockerd (installed by .ci/run). Without one these tests skip, loudly; under
-CI (CI=true) they fail instead, since .ci/run guarantees one.
+Needs a container engine (the `engine` fixture of tests/deploy/conftest.py). Without one these
+tests skip, loudly; under CI (CI=true) they fail instead, since .ci/run guarantees one.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import numpy as np
@@ -33,8 +32,8 @@ import pytest
 
 from kiln import Predictor
 from tests.conftest import CHURN_ROW, REPO
+from tests.deploy.conftest import SCRIPT, docker
 
-SCRIPT = REPO / "deploy" / "ci-image.sh"
 DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 IMAGE = "kiln-test"
 GRACE_SECONDS = 30  # docker stop -t; the Kubernetes pod allows 45 s
@@ -113,56 +112,6 @@ def test_one_dockerfile_renders_the_cpu_and_the_gpu_builds() -> None:
 # -- the image, built and run -----------------------------------------------------------
 
 
-def _docker(*args: str, check: bool = True, timeout: float = 120) -> str:
-    result = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)}: {result.stdout}{result.stderr}")
-    return result.stdout.strip()
-
-
-def _no_engine(reason: str) -> NoReturn:
-    message = f"NO CONTAINER ENGINE: the container tests cannot run: {reason}"
-    print(f"\n{'!' * 20} {message}\n", file=sys.stderr)
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI must have one: .ci/run installs docker.io)")
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[None]:
-    """A container engine that answers, as DOCKER_HOST in this process's environment."""
-    try:
-        result = subprocess.run(
-            ["bash", str(SCRIPT), "engine"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        _no_engine(str(exc))
-    if result.returncode != 0:
-        _no_engine(result.stderr.strip()[-1000:])
-    if shutil.which("docker") is None:
-        _no_engine("no docker client on PATH")
-    found = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
-    before = os.environ.get("DOCKER_HOST")
-    if found.get("DOCKER_HOST"):
-        os.environ["DOCKER_HOST"] = found["DOCKER_HOST"]
-    try:
-        yield
-    finally:
-        if found.get("STARTED") == "1":  # a daemon this test started: stop it again
-            subprocess.run(["bash", str(SCRIPT), "stop-engine"], cwd=REPO, check=False)
-        if before is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = before
-
-
 @pytest.fixture(scope="module")
 def image(
     engine: None, served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
@@ -211,7 +160,7 @@ def run_container(image: str) -> Iterator[Callable[..., Container]]:
         names.append(name)
         settings = {"BENTOML_HOST": "127.0.0.1", "BENTOML_PORT": str(port), **env}
         started = time.monotonic()
-        _docker(
+        docker(
             "run", "--detach", "--name", name,
             "--read-only", "--tmpfs", "/tmp",
             "--user", "1000:1000", "--cap-drop", "ALL",
@@ -225,9 +174,9 @@ def run_container(image: str) -> Iterator[Callable[..., Container]]:
         url = f"http://127.0.0.1:{port}"
         deadline = started + 120
         while True:
-            state = _docker("inspect", "--format", "{{.State.Status}}", name)
+            state = docker("inspect", "--format", "{{.State.Status}}", name)
             if state not in ("created", "running"):
-                logs = _docker("logs", name, check=False)
+                logs = docker("logs", name, check=False)
                 pytest.fail(f"container {state}:\n{logs[-3000:]}")
             try:
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
@@ -235,7 +184,7 @@ def run_container(image: str) -> Iterator[Callable[..., Container]]:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"not ready in 120 s:\n{_docker('logs', name, check=False)[-3000:]}")
+                pytest.fail(f"not ready in 120 s:\n{docker('logs', name, check=False)[-3000:]}")
             time.sleep(0.2)
         ready_after = time.monotonic() - started
         print(f"\n{name}: /readyz 200 {ready_after:.2f} s after docker run", file=sys.stderr)
@@ -243,7 +192,7 @@ def run_container(image: str) -> Iterator[Callable[..., Container]]:
 
     yield start
     for name in names:
-        _docker("rm", "--force", "--volumes", name, check=False)
+        docker("rm", "--force", "--volumes", name, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +209,7 @@ TWO_ROWS = [
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_image_config_non_root_tini_port_healthcheck(image: str) -> None:
-    config = json.loads(_docker("image", "inspect", "--format", "{{json .Config}}", image))
+    config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", image))
     assert config["User"] == "1000:1000"
     assert config["Entrypoint"] == ["tini", "--"]
     assert "3000/tcp" in config["ExposedPorts"]
@@ -323,7 +272,7 @@ def test_metrics_health_and_read_only_root(server: Container) -> None:
     assert "bentoml_" in metrics.text
 
     deadline = time.monotonic() + 60
-    while (status := _docker("inspect", "--format", "{{.State.Health.Status}}", server.name)) != (
+    while (status := docker("inspect", "--format", "{{.State.Health.Status}}", server.name)) != (
         "healthy"
     ):
         assert status in ("starting", "healthy"), status
@@ -371,7 +320,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_cleanly(
     client.start()
     time.sleep(0.3)
     stop_start = time.monotonic()
-    _docker("stop", "--time", str(GRACE_SECONDS), container.name, timeout=GRACE_SECONDS + 30)
+    docker("stop", "--time", str(GRACE_SECONDS), container.name, timeout=GRACE_SECONDS + 30)
     stopped_after = time.monotonic() - stop_start
     client.join(GRACE_SECONDS)
     print(f"\n{container.name}: stopped {stopped_after:.2f} s after SIGTERM", file=sys.stderr)
@@ -379,7 +328,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_cleanly(
     assert answer.get("status") == 200, answer
     assert answer["done"] > stop_start  # it was in flight when the stop began
     assert stopped_after < GRACE_SECONDS  # by itself, not by SIGKILL at the deadline
-    state = json.loads(_docker("inspect", "--format", "{{json .State}}", container.name))
+    state = json.loads(docker("inspect", "--format", "{{json .State}}", container.name))
     # tini passes on the exit status of `bentoml serve`, which exits 0 after a SIGTERM it
     # handled (143 would mean it died of the signal; 137 that SIGKILL came).
     assert state["ExitCode"] == 0, state
