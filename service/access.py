@@ -13,10 +13,10 @@ constant time: the candidate's SHA-256 digest is compared with every key's diges
 early exit tells a caller how much of a key it guessed, or its length. Keys are never logged:
 settings hold them as secrets, and nothing here writes one anywhere.
 
-``/livez``, ``/healthz``, ``/readyz``, ``/metrics`` and the V2 health routes stay open, for
-probes and Prometheus, unless ``KILN_SERVE_PROTECT_HEALTH`` closes them too. The try-it page's
-own files (``/try``) stay open: they hold no data, and the page asks for a key when the API
-answers 401.
+The health and metrics routes (``HEALTH_PATHS``, service/health.py: ``/livez``,
+``/healthz``, ``/readyz``, ``/metrics`` and the V2 health routes) stay open, for probes and
+Prometheus, unless ``KILN_SERVE_PROTECT_HEALTH`` closes them too. The try-it page's own files
+(``/try``) stay open: they hold no data, and the page asks for a key when the API answers 401.
 """
 
 from __future__ import annotations
@@ -32,15 +32,13 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kiln.errors import KilnError
+from service.health import HEALTH_PATHS
 from service.settings import ServingSettings
 
-__all__ = ["OPEN_HEALTH_PATHS", "ApiKeyMiddleware", "KeyRing", "read_key_file"]
+__all__ = ["ApiKeyMiddleware", "KeyRing", "read_key_file"]
 
 log = logging.getLogger("kiln.service")
 
-OPEN_HEALTH_PATHS = frozenset(
-    {"/livez", "/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"}
-)
 _PAGE_PREFIX = "/try"
 _RECHECK_SECONDS = 2.0  # how often the key file's modification time is looked at, at most
 _UNAUTHORIZED = (
@@ -164,7 +162,7 @@ class ApiKeyMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        if path in OPEN_HEALTH_PATHS and (keys is None or not keys.protect_health):
+        if path in HEALTH_PATHS and (keys is None or not keys.protect_health):
             await self.app(scope, receive, send)
             return
         if keys is None:

@@ -11,6 +11,10 @@ when every model is loaded and warm) and a body that names each model's state, s
 A model that fails to load keeps the whole pod out of a Kubernetes Service (a new image with a
 damaged model never takes traffic, and the rollout stops); the models that did load still
 answer requests sent to the pod directly.
+
+``HEALTH_PATHS`` are the routes that probes and Prometheus call: they are never limited by
+``KILN_SERVE_MAX_CONCURRENCY`` (service/traffic.py) and need no API key unless
+``KILN_SERVE_PROTECT_HEALTH`` says so (service/access.py).
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["READY_PATH", "ReadinessMiddleware", "readiness"]
+__all__ = ["HEALTH_PATHS", "READY_PATH", "ReadinessMiddleware", "readiness"]
 
 READY_PATH = "/readyz"
+# BentoML's probes and metrics, and the Open Inference Protocol's health routes (service/app.py).
+HEALTH_PATHS = frozenset(
+    {"/livez", "/healthz", READY_PATH, "/metrics", "/v2/health/live", "/v2/health/ready"}
+)
 
 
 def readiness(plane: Any) -> tuple[int, dict[str, Any]]:

@@ -132,8 +132,9 @@ class ServingSettings(BaseSettings):
     """A file of API keys, one per line (a mounted Secret); read again when it changes."""
 
     protect_health: bool = False
-    """With API keys set, also require a key on `/livez`, `/readyz`, `/metrics` and the V2
-    health routes (by default they stay open for probes and Prometheus)."""
+    """With API keys set, also require a key on the health and metrics routes (`/livez`,
+    `/healthz`, `/readyz`, `/metrics`, `/v2/health/live`, `/v2/health/ready`); by default
+    they stay open for probes and Prometheus."""
 
     # BentoML's own service configuration: service/bento.py passes these to
     # ``@bentoml.service`` (workers, traffic, logging, tracing) and to uvicorn.

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from service.health import HEALTH_PATHS
+
 __all__ = ["CancellingTimeoutMiddleware", "ConcurrencyLimitMiddleware", "install"]
 
 Scope = dict[str, Any]
@@ -65,17 +67,16 @@ class ConcurrencyLimitMiddleware:
     BentoML's answers ``429 {"error": "Too many requests"}`` with no ``Retry-After``; a
     request past the limit here gets ``503`` with ``Retry-After: 1`` and a JSON error, like a
     request refused by a full batching queue, so a client (or a load balancer) treats both
-    the same way: the server is busy, try again shortly. Health and metrics routes are never
-    limited, so probes keep answering under overload.
+    the same way: the server is busy, try again shortly. Health and metrics routes
+    (``HEALTH_PATHS``, service/health.py) are never limited, so probes keep answering under
+    overload.
     """
-
-    BYPASS_PATHS = frozenset({"/metrics", "/healthz", "/livez", "/readyz"})
 
     def __init__(self, app: Any, max_concurrency: int, skip_paths: list[str] | None = None):
         self.app = app
         self.limit = max_concurrency
         self.active = 0
-        self.skip_paths = frozenset({*(skip_paths or []), *self.BYPASS_PATHS})
+        self.skip_paths = frozenset({*(skip_paths or []), *HEALTH_PATHS})
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in self.skip_paths:

@@ -1,6 +1,7 @@
 """Overload on the real server: far more concurrent requests than it takes. What it cannot
 take is answered 503 with Retry-After (a bounded batching queue and a concurrency limit, both
-settings), /livez keeps answering, nothing crashes, and it recovers by itself."""
+settings), /livez and the other health routes (V2's too) keep answering, nothing crashes, and
+it recovers by itself."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +99,49 @@ def test_overload_sheds_with_503_keeps_probes_and_recovers(
                 answer = client.post(predict, json={"instances": [CHURN_ROW]})
                 assert answer.status_code == 200, answer.text
         assert httpx.get(f"{url}/readyz").status_code == 200
+
+
+HEALTH = ["/livez", "/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"]
+
+
+def test_health_routes_of_both_protocols_pass_a_full_concurrency_limit(
+    served_models: dict[str, Any], tmp_path: Path
+) -> None:
+    """One request holds the only slot (its body arrives slowly): a model route is refused,
+    every health route, V2's included, still answers 200."""
+    with kiln_server(served_models, tmp_path / "server.log", KILN_SERVE_MAX_CONCURRENCY="1") as url:
+        release = threading.Event()
+        held: list[httpx.Response] = []
+
+        def slow_body() -> Iterator[bytes]:
+            yield b'{"instances": ['
+            release.wait(30)
+            yield json.dumps(CHURN_ROW).encode() + b"]}"
+
+        def hold() -> None:
+            headers = {"content-type": "application/json"}
+            held.append(
+                httpx.post(
+                    f"{url}/v1/models/churn/predict",
+                    content=slow_body(),
+                    headers=headers,
+                    timeout=60,
+                )
+            )
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            deadline = time.monotonic() + 20
+            while httpx.get(f"{url}/v1/models", timeout=10).status_code != 503:
+                assert time.monotonic() < deadline, "the held request never took the slot"
+                time.sleep(0.05)
+            for path in HEALTH:
+                answer = httpx.get(f"{url}{path}", timeout=10)
+                assert answer.status_code == 200, (path, answer.text)
+            assert httpx.get(f"{url}/v2/models/churn", timeout=10).status_code == 503
+        finally:
+            release.set()
+            holder.join(60)
+        assert held and held[0].status_code == 200, held
+        assert httpx.get(f"{url}/v1/models", timeout=10).status_code == 200

@@ -14,7 +14,8 @@ from starlette.testclient import TestClient
 
 from kiln.errors import KilnError
 from service import access
-from service.access import OPEN_HEALTH_PATHS, ApiKeyMiddleware, KeyRing, read_key_file
+from service.access import ApiKeyMiddleware, KeyRing, read_key_file
+from service.health import HEALTH_PATHS
 from service.settings import ServingSettings
 
 
@@ -22,7 +23,7 @@ def _client(keys: KeyRing | None) -> TestClient:
     async def ok(_: object) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    paths = ["/v1/models", "/v1/models/x/predict", "/try", "/try/try.js", *OPEN_HEALTH_PATHS]
+    paths = ["/v1/models", "/v1/models/x/predict", "/try", "/try/try.js", *HEALTH_PATHS]
     app = Starlette(routes=[Route(p, ok, methods=["GET", "POST"]) for p in paths])
     app.add_middleware(ApiKeyMiddleware, keys=lambda: keys)
     return TestClient(app)
@@ -67,12 +68,18 @@ def test_a_missing_or_wrong_key_is_401_json_with_www_authenticate(path: str) -> 
     assert client.post(path, headers={"authorization": "bearer new-key"}).status_code == 200
 
 
+def test_the_open_routes_are_every_health_route_probes_call() -> None:
+    """One list, shared with the concurrency limit (service/traffic.py)."""
+    bentoml = {"/livez", "/healthz", "/readyz", "/metrics"}
+    assert {"/v2/health/live", "/v2/health/ready"} | bentoml == HEALTH_PATHS
+
+
 def test_health_metrics_and_the_try_page_stay_open_unless_closed() -> None:
     client = _client(KeyRing(["k"]))
-    for path in [*OPEN_HEALTH_PATHS, "/try", "/try/try.js"]:
+    for path in [*HEALTH_PATHS, "/try", "/try/try.js"]:
         assert client.get(path).status_code == 200, path
     closed = _client(KeyRing(["k"], protect_health=True))
-    for path in OPEN_HEALTH_PATHS:
+    for path in HEALTH_PATHS:
         assert closed.get(path).status_code == 401, path
         assert closed.get(path, headers={"Authorization": "Bearer k"}).status_code == 200
     assert closed.get("/try").status_code == 200  # the page holds no data; it asks for a key
