@@ -58,6 +58,17 @@ def test_every_setting_has_a_row_in_the_settings_table(
     assert fields - rows == set(), f"add these to {_rel(SETTINGS_PAGE)}"
 
 
+@pytest.mark.parametrize(("prefix", "settings"), SIDES, ids=[p for p, _ in SIDES])
+def test_every_setting_the_docs_name_exists(prefix: str, settings: type[BaseSettings]) -> None:
+    fields = {prefix + name.upper() for name in settings.model_fields}
+    named = {
+        (name, _rel(path))
+        for path in doc_files()
+        for name in re.findall(rf"\b{prefix}[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
+    }
+    assert {(n, p) for n, p in named if n not in fields} == set(), "not a setting (any more?)"
+
+
 def test_the_curl_examples_can_run_as_written() -> None:
     examples = curl_examples()
     assert len(examples) >= 5
