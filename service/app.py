@@ -48,7 +48,6 @@ __all__ = ["create_app"]
 log = logging.getLogger("kiln.service")
 JSON = "application/json"
 HEADER_LENGTH = "Inference-Header-Content-Length"
-_V2_DTYPE = {"float32": "FP32", "string": "BYTES", "int64": "INT64"}
 
 
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -121,11 +120,12 @@ def _v2_metadata(served: ServedModel) -> dict[str, Any]:
         "versions": [meta.version],
         "platform": "onnxruntime_onnx",
         "inputs": [
-            {"name": f.name, "datatype": _V2_DTYPE[f.dtype], "shape": [-1, 1]}
+            {"name": f.name, "datatype": v2.DATATYPES[f.dtype], "shape": [-1, 1]}
             for f in meta.features
         ],
         "outputs": [
-            {"name": o.name, "datatype": _V2_DTYPE[o.dtype], "shape": o.shape} for o in meta.outputs
+            {"name": o.name, "datatype": v2.DATATYPES[o.dtype], "shape": o.shape}
+            for o in meta.outputs
         ],
     }
 
@@ -264,10 +264,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
             header = request.headers.get(HEADER_LENGTH)
             if header is not None and not header.isdigit():
                 raise InvalidInput(f"{HEADER_LENGTH} must be a whole number, got {header[:20]!r}")
-            inputs = [
-                v2.InputSpec(f.name, "FP32" if f.dtype == "float32" else "BYTES")
-                for f in served.metadata.features
-            ]
+            inputs = [v2.InputSpec.of_feature(f.name, f.dtype) for f in served.metadata.features]
             decoded = v2.decode_request(
                 await _body(request),
                 inputs,

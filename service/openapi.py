@@ -18,6 +18,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from service.codecs.v2 import FEATURE_DATATYPES
+
 __all__ = ["SCHEMAS", "build_openapi", "install"]
 
 _REF = "#/components/schemas/"
@@ -40,7 +42,7 @@ _TENSOR_IN = {
     "properties": {
         "name": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer"}},
-        "datatype": {"type": "string", "examples": ["FP32", "BYTES"]},
+        "datatype": {"type": "string", "examples": list(FEATURE_DATATYPES.values())},
         "parameters": _OBJECT,
         "data": {"type": "array", "description": "Row-major values, flat or nested."},
     },
@@ -316,12 +318,12 @@ def _examples(plane: Any) -> tuple[list[str], dict[str, dict[str, Any]], dict[st
         records[name] = {"summary": name, "value": {"instances": [row]}}
         inputs = [
             {
-                "name": feature,
+                "name": f.name,
                 "shape": [1],
-                "datatype": "FP32" if columns[feature].dtype.kind == "f" else "BYTES",
-                "data": [row[feature]],
+                "datatype": FEATURE_DATATYPES[f.dtype],
+                "data": [row[f.name]],
             }
-            for feature, _, _ in runtime.features
+            for f in runtime.metadata.features
         ]
         v2[name] = {"summary": name, "value": {"inputs": inputs}}
     return names, records, v2

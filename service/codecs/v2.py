@@ -42,7 +42,20 @@ import orjson
 from kiln.errors import InvalidInput, PayloadTooLarge
 from service.codecs.jsonkeys import ensure_unique_keys, members
 
-__all__ = ["InputSpec", "RequestedOutput", "V2Request", "decode_request", "encode_response"]
+__all__ = [
+    "DATATYPES",
+    "FEATURE_DATATYPES",
+    "InputSpec",
+    "RequestedOutput",
+    "V2Request",
+    "decode_request",
+    "encode_response",
+]
+
+# The V2 datatype of a model tensor, by the element type its metadata names
+# (kiln.artifact: Feature.dtype, Output.dtype). Features are float32 or string.
+FEATURE_DATATYPES: dict[str, Literal["FP32", "BYTES"]] = {"float32": "FP32", "string": "BYTES"}
+DATATYPES: dict[str, str] = {**FEATURE_DATATYPES, "int64": "INT64"}
 
 # Numeric wire datatypes an FP32 feature accepts, with their little-endian binary layout.
 _NUMERIC: dict[str, np.dtype[Any]] = {
@@ -76,6 +89,11 @@ class InputSpec:
 
     name: str
     datatype: Literal["FP32", "BYTES"]
+
+    @classmethod
+    def of_feature(cls, name: str, dtype: str) -> InputSpec:
+        """The input of a feature whose tensor's element type is ``dtype`` (float32, string)."""
+        return cls(name, FEATURE_DATATYPES[dtype])
 
 
 @dataclass(frozen=True)

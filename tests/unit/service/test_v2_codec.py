@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import struct
 from typing import Any
 
@@ -12,14 +13,18 @@ import tritonclient.http as triton
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kiln.artifact import FeatureKind
 from kiln.errors import InvalidInput, PayloadTooLarge
 from service.codecs.v2 import (
+    DATATYPES,
+    FEATURE_DATATYPES,
     InputSpec,
     RequestedOutput,
     V2Request,
     decode_request,
     encode_response,
 )
+from tests.conftest import REPO
 
 Client = triton.InferenceServerClient
 SPECS = [
@@ -627,3 +632,33 @@ def test_error_rules(
     assert raised.type is error
     assert phrase in str(raised.value)
     assert len(str(raised.value)) < 200
+
+
+def test_each_feature_kind_has_its_v2_datatype() -> None:
+    assert {kind: FEATURE_DATATYPES[kind.dtype] for kind in FeatureKind} == {
+        FeatureKind.numeric: "FP32",
+        FeatureKind.categorical: "BYTES",
+        FeatureKind.text: "BYTES",
+    }
+    assert InputSpec.of_feature("age", "float32") == InputSpec("age", "FP32")
+    assert InputSpec.of_feature("city", "string") == InputSpec("city", "BYTES")
+    assert DATATYPES["int64"] == "INT64"  # class labels, an output
+    assert FEATURE_DATATYPES.items() <= DATATYPES.items()
+
+
+def test_no_other_module_of_the_service_spells_a_v2_datatype() -> None:
+    """The dtype -> datatype mapping lives in service/codecs/v2.py only."""
+    names = {"FP32", "BYTES", "INT64"}
+    found = {}
+    for path in sorted((REPO / "service").rglob("*.py")):
+        if path == REPO / "service" / "codecs" / "v2.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        lines = [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in names
+        ]
+        if lines:
+            found[str(path.relative_to(REPO))] = lines
+    assert found == {}, f"use service.codecs.v2.DATATYPES: {found}"
