@@ -39,6 +39,10 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
     """Print a Kiln error as a message (no traceback) and exit with its code."""
@@ -214,12 +218,12 @@ def show(
     ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION.", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the metadata document.")] = False,
 ) -> None:
-    """Everything recorded about one model version."""
+    """Everything recorded about one model version (NAME: the production version)."""
     from kiln.production import production_model, read_decision
-    from kiln.store import get_model
+    from kiln.resolve import resolve
 
     with _errors():
-        stored = get_model(ref)
+        stored = resolve(ref, warn=lambda _: None)  # its stage is shown below
         meta = stored.metadata
         decision = read_decision(stored)
         live = production_model(meta.name)
@@ -411,6 +415,7 @@ def predict(
             id_column=id_column,
             chunk_rows=chunk_rows,
             on_progress=on_progress,
+            on_warning=_warn,
         )
 
     with _errors():
@@ -454,6 +459,16 @@ def predict(
         highlight=False,
         soft_wrap=True,
     )
+    if summary.unused_columns:
+        shown = ", ".join(summary.unused_columns[:20])
+        more = len(summary.unused_columns) - 20
+        out.print(
+            f"not features of {summary.model}, not in the output: {shown}"
+            + (f" and {more} more" if more > 0 else "")
+            + (f" (carried: {summary.id_column})" if summary.id_column else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     if summary.rejected:
         out.print(
             f"[yellow]{summary.rejected:,} rows rejected[/] (reasons in {summary.rejects})",
@@ -481,13 +496,15 @@ def report(
         bool, typer.Option("--pdf", help="Also print it to report.pdf (needs Chromium).")
     ] = False,
 ) -> None:
-    """Write a model's client report: one self-contained HTML page (and a PDF with --pdf)."""
-    from kiln.store import get_model
+    """Write a model's client report: one self-contained HTML page (and a PDF with --pdf).
+
+    NAME reports on the production version; NAME:VERSION on that one (warned if rejected)."""
+    from kiln.resolve import resolve
     from training.report import write_pdf, write_report
     from training.settings import TrainingSettings
 
     with _errors():
-        stored = get_model(ref)
+        stored = resolve(ref, warn=_warn)
         meta = stored.metadata
         directory = out_dir or (
             (TrainingSettings().reports_dir or Path("reports")) / f"{meta.name}-{meta.version}"

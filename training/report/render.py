@@ -37,8 +37,9 @@ from training.report.sentences import (
     recall_sentence,
     spread_sentence,
 )
+from training.spec import key_metric
 
-__all__ = ["NO_HOLDOUT", "key_metric", "render_report", "summary"]
+__all__ = ["NO_HOLDOUT", "render_report", "summary"]
 
 NO_HOLDOUT = (
     "This version was registered before Kiln kept its test predictions, so the charts that "
@@ -70,11 +71,6 @@ def _a(value: Any) -> str:
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
-
-
-def key_metric(task: Task) -> str:
-    """The one metric a new version is judged better or worse by."""
-    return "roc_auc" if task is Task.classification else "mae"
 
 
 def _description(meta: ModelMetadata) -> str:
