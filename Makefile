@@ -1,5 +1,5 @@
-# Kiln: `make` lists the targets. Two commands set up a fresh machine: `make serve`
-# (arrives with the serving issue; until then `make train`) and `make test`.
+# Kiln: `make` lists the targets. Two commands set up a fresh machine: `make serve` (creates
+# .venv, trains the demo models if the store is empty, serves on 127.0.0.1:3000) and `make test`.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
@@ -84,7 +84,7 @@ check: lint typecheck test ## Lint, type-check and test
 clean: ## Remove the virtual environment and caches (not the model store)
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-# Containers (README, "Containers"): one Dockerfile (deploy/docker/Dockerfile) for both images.
+# Containers (docs/deploy.md, "Containers"): one Dockerfile (deploy/docker/Dockerfile) for both images.
 # The build context is $(CONTEXT): the exported Bento (`make build`) and optional wheels.
 CONTEXT ?= build/container
 DOCKER ?= docker
