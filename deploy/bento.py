@@ -40,9 +40,9 @@ log = logging.getLogger("kiln.deploy")
 def production_models() -> list[StoredModel]:
     """The models the service would serve from this store, with these settings."""
     from service.models import select_models
-    from service.settings import ServingSettings
+    from service.settings import load_settings
 
-    models, problems = select_models(ServingSettings())
+    models, problems = select_models(load_settings())
     if problems:  # an image would ship a model that cannot serve: refuse to build it
         raise KilnError("; ".join(p.message for p in problems))
     return models

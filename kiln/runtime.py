@@ -18,7 +18,7 @@ from kiln.store import StoredModel
 
 __all__ = ["CPU", "CUDA", "ModelRuntime", "ProviderReport", "default_providers"]
 
-log = logging.getLogger("kiln.service")
+log = logging.getLogger("kiln")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 

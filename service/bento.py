@@ -27,7 +27,6 @@ from service.settings import load_settings
 
 __all__ = ["Kiln"]
 
-log = logging.getLogger("kiln.service")
 # BentoML reads its service configuration when this class is decorated, at import, so the
 # settings are read here, once, and the same object serves ``__init__``: this entry module is
 # the one place where reading them at import is unavoidable. A bad or unknown KILN_SERVE_*
@@ -79,16 +78,6 @@ class Kiln:
             logging.getLogger("kiln").setLevel(logging.INFO)
         self.plane = DataPlane.load(settings, Metrics())
         http_app.state.dataplane = self.plane
-        for served in self.plane.models.values():
-            report = served.runtime.providers
-            log.info(
-                "serving %s:%s on %s (%d/%d graph nodes on CPU)",
-                served.name,
-                served.version,
-                report.provider,
-                report.cpu_nodes,
-                report.nodes,
-            )
         # Start-up objects live for the whole process: keep the collector off them, which
         # shortens the pauses that otherwise grow with every request BentoML keeps alive.
         gc.collect()

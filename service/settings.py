@@ -83,7 +83,8 @@ class ServingSettings(BaseSettings):
 
     models: list[str] = Field(default_factory=list, examples=[["churn", "wine:3"]])
     """Serve exactly these (`NAME` or `NAME:VERSION`, JSON list). Empty: every model in the
-    store, at its newest version that passed its quality gate."""
+    store, at its production version (the promoted one, else the newest that passed its
+    quality gate; kiln/resolve.py). A rejected version is served only when pinned."""
 
     providers: list[str] | None = Field(
         default=None, examples=[["CUDAExecutionProvider", "CPUExecutionProvider"]]

@@ -295,22 +295,20 @@ def test_shutdown_outlasts_the_request_timeout(rendered: dict[str, list[Doc]]) -
 def test_settings_configmap_holds_serving_settings_that_parse(
     rendered: dict[str, list[Doc]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.settings import ServingSettings
+    from service.settings import ServingSettings, load_settings
 
     settings = {f"KILN_SERVE_{field.upper()}" for field in ServingSettings.model_fields}
-    read_by_bento = {"KILN_SERVE_WORKERS", "KILN_SERVE_TIMEOUT"}  # service/bento.py
     data = configmap(rendered["cpu"], "kiln-serve")["data"]
-    assert data.keys() <= settings | read_by_bento | {"BENTOML_DO_NOT_TRACK"}
-    assert read_by_bento <= data.keys()
-    # The service would start with these values: ServingSettings reads them as it does.
+    assert data.keys() <= settings | {"BENTOML_DO_NOT_TRACK"}
+    assert {"KILN_SERVE_WORKERS", "KILN_SERVE_TIMEOUT"} <= data.keys()
+    # The service would start with these values: it reads them as load_settings does.
     for name in os.environ:
         if name.startswith("KILN_SERVE_"):
             monkeypatch.delenv(name)
     for name, value in data.items():
-        if name in settings:
-            monkeypatch.setenv(name, value)
-    ServingSettings()
-    assert int(data["KILN_SERVE_WORKERS"]) >= 1 and float(data["KILN_SERVE_TIMEOUT"]) > 0
+        monkeypatch.setenv(name, value)
+    loaded = load_settings()
+    assert loaded.workers >= 1 and loaded.timeout > 0
 
 
 def test_retraining_cronjob(rendered: dict[str, list[Doc]]) -> None:
