@@ -269,8 +269,10 @@ class ModelSet:
                 if served is None:
                     if self.failed.get(name) != exc.message:
                         self.fail(name, exc)
-                elif self._unopenable.get(name) != target.tag:
+                elif self._unopenable.get(name) != target.tag:  # once per bad version
                     self._unopenable[name] = target.tag
+                    if self.metrics:
+                        self.metrics.load_failures.labels(name).inc()
                     log.error(
                         "cannot swap in %s, still serving %s:%s: %s",
                         target.tag,
