@@ -43,8 +43,9 @@ MIDDLEWARE = [
 ]
 TEMPLATES = [
     {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [HERE / "templates"],
+        # The template the Flask example renders too (examples/templates/form.html): Jinja2.
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "DIRS": [HERE.parent / "templates"],
         "OPTIONS": {"autoescape": True},
     }
 ]

@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
-from examples.forms import default_value, from_form, in_words
+from examples.forms import answer_form, default_value
 from kiln import Predictor
 from kiln.errors import InvalidInput, KilnError, PayloadTooLarge
 
@@ -120,11 +120,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 def _page(
     request: HttpRequest, predictor: Predictor, values: dict[str, str], **context: Any
 ) -> HttpResponse:
-    fields = [
-        {"name": f.name, "kind": str(f.kind), "categories": f.categories, "value": values[f.name]}
-        for f in predictor.metadata.features
-    ]
-    return render(request, "form.html", {"p": predictor, "fields": fields, **context})
+    return render(request, "form.html", {"p": predictor, "values": values, **context})
 
 
 @require_GET
@@ -142,11 +138,7 @@ def predict_form(request: HttpRequest) -> HttpResponse:
     """``POST /predict-form``: the form's answer in words (a bad value: the message, 400)."""
     predictor = PREDICTORS.get(settings.KILN_MODEL)
     values = {f.name: request.POST.get(f.name, "") for f in predictor.metadata.features}
-    record = {f.name: from_form(f, values[f.name]) for f in predictor.metadata.features}
-    try:
-        result, error, status = in_words(predictor.predict([record])), None, 200
-    except KilnError as exc:
-        result, error, status = None, exc.message, exc.status_code
+    result, error, status = answer_form(predictor, values)
     page = _page(request, predictor, values, result=result, error=error)
     page.status_code = status
     return page

@@ -19,39 +19,16 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, Response, jsonify, render_template_string, request
+from flask import Flask, Response, jsonify, render_template, request
 
-from examples.forms import default_value, from_form, in_words
+from examples.forms import TEMPLATES, answer_form, default_value
 from kiln import Predictor
 from kiln.errors import InvalidInput, KilnError
-
-PAGE = """<!doctype html>
-<title>{{ p.name }}</title>
-<h1>{{ p.name }} <small>version {{ p.version }}</small></h1>
-<form method="post" action="/predict-form">
-{% for f in p.metadata.features %}
-  <p><label>{{ f.name }}<br>
-  {% if f.kind == "numeric" %}
-    <input type="number" step="any" name="{{ f.name }}" value="{{ values[f.name] }}">
-  {% elif f.kind == "categorical" %}
-    <select name="{{ f.name }}">{% for c in f.categories %}
-      <option value="{{ c }}"{% if c == values[f.name] %} selected{% endif %}>
-        {{- c or "(missing)" }}</option>{% endfor %}
-    </select>
-  {% else %}
-    <textarea name="{{ f.name }}" rows="4" cols="60">{{ values[f.name] }}</textarea>
-  {% endif %}</label></p>
-{% endfor %}
-  <button>Predict</button>
-</form>
-{% if error %}<p><strong>Error:</strong> {{ error }}</p>{% endif %}
-{% if result %}<p>{{ result }}</p>{% endif %}
-"""
 
 
 def create_app(model: str | None = None) -> Flask:
     """The app, with ``model`` (default ``$KILN_MODEL``, else churn) loaded once, here."""
-    app = Flask(__name__)
+    app = Flask(__name__, template_folder=TEMPLATES)
     # ModelNotFound if it is not in the store
     predictor = Predictor.from_store(model or os.environ.get("KILN_MODEL", "churn"))
     app.extensions["kiln_predictor"] = predictor
@@ -71,17 +48,13 @@ def create_app(model: str | None = None) -> Flask:
     @app.get("/")
     def form() -> str:
         values = {f.name: default_value(predictor, f) for f in predictor.metadata.features}
-        return render_template_string(PAGE, p=predictor, values=values)
+        return render_template("form.html", p=predictor, values=values)
 
     @app.post("/predict-form")
     def predict_form() -> tuple[str, int]:
         values = {f.name: request.form.get(f.name, "") for f in predictor.metadata.features}
-        record = {f.name: from_form(f, values[f.name]) for f in predictor.metadata.features}
-        try:
-            result, error, status = in_words(predictor.predict([record])), None, 200
-        except KilnError as exc:
-            result, error, status = None, exc.message, exc.status_code
-        page = render_template_string(PAGE, p=predictor, values=values, result=result, error=error)
+        result, error, status = answer_form(predictor, values)
+        page = render_template("form.html", p=predictor, values=values, result=result, error=error)
         return page, status
 
     return app
