@@ -23,7 +23,7 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -136,13 +136,7 @@ def run_path(name: str) -> Path:
 
 def last_run(name: str) -> RunRecord | None:
     """The run record of ``name``, or None when `kiln retrain` never ran for it."""
-    path = run_path(name)
-    try:
-        return RunRecord.model_validate_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, ValidationError) as exc:
-        raise ArtifactError(name, f"run record {path} is unreadable: {exc}") from None
+    return _read(RunRecord, run_path(name), name, "run record")
 
 
 def record_run(name: str, run: Run, *, left_behind: str | None = None) -> RunRecord:
@@ -164,13 +158,20 @@ def _failed_versions(name: str) -> set[str]:
 
 def current(name: str) -> ProductionRecord | None:
     """The production record of ``name``, or None when it was never promoted."""
-    path = record_path(name)
+    return _read(ProductionRecord, record_path(name), name, "production record")
+
+
+_Record = TypeVar("_Record", ProductionRecord, RunRecord)
+
+
+def _read(kind: type[_Record], path: Path, name: str, what: str) -> _Record | None:
+    """The document at ``path``, or None when there is none; ArtifactError when unreadable."""
     try:
-        return ProductionRecord.model_validate_json(path.read_text(encoding="utf-8"))
+        return kind.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, ValidationError) as exc:
-        raise ArtifactError(name, f"production record {path} is unreadable: {exc}") from None
+        raise ArtifactError(name, f"{what} {path} is unreadable: {exc}") from None
 
 
 def _write(record: ProductionRecord) -> None:
