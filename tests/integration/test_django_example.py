@@ -58,10 +58,7 @@ def flask_client(served_models: dict[str, Any]) -> FlaskClient:
 
 def _median_row(predictor: Predictor) -> dict[str, Any]:
     """A valid row of any model: each feature's training median or most frequent category."""
-    return {
-        f.name: from_form(f, default_value(predictor, f))
-        for f in predictor.metadata.features
-    }
+    return {f.name: from_form(f, default_value(predictor, f)) for f in predictor.metadata.features}
 
 
 def _json(response: Any) -> Any:

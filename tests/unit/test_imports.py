@@ -76,7 +76,6 @@ def test_import_direction(package: str) -> None:
 def test_the_core_imports_no_side_when_used() -> None:
     """Opening the Predictor's modules loads neither side nor scikit-learn or BentoML."""
     loaded = _loaded_after(
-        "import kiln; kiln.Predictor; import kiln.resolve, kiln.runtime, kiln.values, "
-        "kiln.records"
+        "import kiln; kiln.Predictor; import kiln.resolve, kiln.runtime, kiln.values, kiln.records"
     )
     assert not {"training", "service", "sklearn", "bentoml", "skl2onnx"} & loaded
