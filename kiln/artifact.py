@@ -6,6 +6,13 @@ neither to read a model.
 
 Schema versions: ``SCHEMA_VERSION`` is what this code writes; ``READABLE_VERSIONS`` lists what
 it reads. A document of a newer version is refused with a message, never half-read.
+
+- 1: a model trained from a spec (``kiln train``).
+- 2: adds ``origin`` (where the model came from: ``spec``, or ``import`` with the source's
+  format, file sha256 and the library versions that loaded it) and ``evaluation.measured``
+  (false for a model imported without labels: no metrics, no baseline, no quality measured).
+  A version-1 document still loads: it has neither, and means a spec-trained model whose
+  quality was measured. A version-1 document that carries a version-2 field is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ __all__ = [
     "GateCheck",
     "Holdout",
     "ModelMetadata",
+    "Origin",
+    "OriginKind",
     "Output",
     "Provenance",
     "Stage",
@@ -51,8 +60,10 @@ __all__ = [
     "write_metadata",
 ]
 
-SCHEMA_VERSION = 1
-READABLE_VERSIONS: tuple[int, ...] = (1,)
+SCHEMA_VERSION = 2
+READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+# Fields a document may carry only from the schema version given (top level, or "a.b").
+_SINCE: dict[str, int] = {"origin": 2, "evaluation.measured": 2}
 METADATA_FILE = "kiln.json"
 MODEL_FILE = "model.onnx"
 # holdout.json: predictions on the holdout and feature importance, for reports (versioned on
@@ -122,6 +133,11 @@ class Evaluation(_Doc):
     confusion_matrix: list[list[int]] | None = Field(
         default=None, description="Rows are true classes, columns predicted, in `classes` order."
     )
+    measured: bool = Field(
+        default=True,
+        description="False: imported without labels; `metrics` and `baseline` are empty and "
+        "no quality was measured (schema 2; absent in schema 1, where it is always true).",
+    )
 
 
 class GateCheck(_Doc):
@@ -148,7 +164,10 @@ class Verification(_Doc):
 
 
 class DataFile(_Doc):
-    source: str = Field(description="Path of the file, or `sklearn:<name>` for a bundled set.")
+    source: str = Field(
+        description="Path of the file, `sklearn:<name>` for a bundled set, or `python:DataFrame` "
+        "for a sample given in-process (`kiln.save_model`)."
+    )
     sha256: str
     rows: int
     modified: datetime | None = None
@@ -184,6 +203,39 @@ class Provenance(_Doc):
     spec_path: str | None = None
 
 
+class OriginKind(StrEnum):
+    spec = "spec"  # trained by Kiln from a spec (`kiln train`, `kiln retrain`)
+    import_ = "import"  # a model fitted elsewhere (`kiln import`, `kiln.save_model`)
+
+
+class Origin(_Doc):
+    """Where a model came from (schema 2; absent in schema 1 documents: a spec-trained model)."""
+
+    kind: OriginKind
+    format: Literal["joblib", "pickle", "skops", "mlflow", "bentoml", "python"] | None = Field(
+        default=None,
+        description="Imports: how the model was stored (`python`: an object handed to "
+        "`kiln.save_model`).",
+    )
+    source: str | None = Field(
+        default=None,
+        description="Imports: the file or directory read, or `bentoml:NAME:VERSION`.",
+    )
+    sha256: str | None = Field(
+        default=None,
+        description="Imports: sha256 of the file the model was loaded from (None for an object "
+        "handed over in-process).",
+    )
+    loaded_with: dict[str, str] = Field(
+        default_factory=dict,
+        description="Imports: versions of the libraries that loaded the model (scikit-learn, "
+        "the loader, and xgboost or lightgbm when the model uses them).",
+    )
+    model_class: str | None = Field(
+        default=None, description="Imports: the class of the object loaded, module-qualified."
+    )
+
+
 class ModelMetadata(_Doc):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -208,10 +260,23 @@ class ModelMetadata(_Doc):
         "operators have no CUDA kernels and run on the CPU under any provider.",
     )
     stage: Stage
+    origin: Origin | None = Field(
+        default=None, description="Where the model came from; None (schema 1): from a spec."
+    )
 
     @property
     def tag(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @property
+    def imported(self) -> bool:
+        """Fitted elsewhere and imported (`kiln import`, `kiln.save_model`)."""
+        return self.origin is not None and self.origin.kind is OriginKind.import_
+
+    @property
+    def quality_measured(self) -> bool:
+        """Whether metrics were measured (false for a model imported without labels)."""
+        return self.evaluation.measured
 
 
 class FeatureImportance(_Doc):
@@ -258,8 +323,18 @@ def file_sha256(path: Path) -> str:
 
 
 def write_metadata(meta: ModelMetadata, directory: Path) -> Path:
+    """Write ``kiln.json``: the fields of ``meta.schema_version``, none of a later schema."""
+    exclude: dict[str, Any] = {}
+    for field, since in _SINCE.items():
+        if meta.schema_version < since:
+            head, _, rest = field.partition(".")
+            if rest:
+                exclude.setdefault(head, {})[rest] = True
+            else:
+                exclude[head] = True
     path = directory / METADATA_FILE
-    path.write_text(meta.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    text = meta.model_dump_json(indent=2, exclude=exclude or None)
+    path.write_text(text + "\n", encoding="utf-8")
     return path
 
 
@@ -289,6 +364,18 @@ def _read_versioned(
     return raw, version
 
 
+def _too_new(raw: dict[str, Any], version: int) -> list[str]:
+    """The fields of ``raw`` that its schema ``version`` does not have yet."""
+    found = []
+    for field, since in _SINCE.items():
+        head, _, rest = field.partition(".")
+        value = raw.get(head)
+        present = isinstance(value, dict) and rest in value if rest else head in raw
+        if present and version < since:
+            found.append(f"{field} (schema {since})")
+    return found
+
+
 def read_metadata(directory: Path, tag: str | None = None) -> ModelMetadata:
     """Read and check ``kiln.json`` in ``directory``; refuse unknown schema versions."""
     tag = tag or directory.name
@@ -298,6 +385,13 @@ def read_metadata(directory: Path, tag: str | None = None) -> ModelMetadata:
         )
     except FileNotFoundError:
         raise ArtifactError(tag, f"{METADATA_FILE} is missing (not a Kiln model?)") from None
+    newer = _too_new(raw, version)
+    if newer:
+        raise ArtifactError(
+            tag,
+            f"{METADATA_FILE} does not match schema {version}: it holds fields of a later "
+            f"schema: {', '.join(newer)}",
+        )
     try:
         return ModelMetadata.model_validate(raw)
     except ValidationError as exc:

@@ -27,6 +27,8 @@ from kiln.artifact import (
     Gate,
     Holdout,
     ModelMetadata,
+    Origin,
+    OriginKind,
     Output,
     Provenance,
     Stage,
@@ -111,8 +113,11 @@ def register(
     opset: dict[str, int],
     holdout: Holdout | None = None,
     check: Check | None = None,
+    origin: Origin | None = None,
 ) -> StoredModel:
     """Store ``onnx`` and its metadata as a new version of ``name``; return what was stored.
+
+    ``origin``: where the model came from (an import's source); by default a spec.
 
     ``holdout`` (predictions and feature importance, for reports) is written beside them.
     ``check`` is called last with the model as it will be stored (its files already in the
@@ -151,6 +156,7 @@ def register(
             onnx_sha256=hashlib.sha256(onnx).hexdigest(),
             onnx_nodes=onnx_nodes,
             stage=stage,
+            origin=origin or Origin(kind=OriginKind.spec),
         )
         write_metadata(meta, directory)
         read_metadata(directory, f"{name}:{version}")  # what serving will read must read back

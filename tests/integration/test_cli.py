@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kiln.artifact import SCHEMA_VERSION
 from tests.conftest import REPO, SMS, SPECS, mixed_frame
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,7 @@ def test_train_then_list_and_show(tmp_path: Path) -> None:
     document = json.loads(
         kiln("models", "show", as_json["models"][0]["tag"], "--json", home=tmp_path).stdout
     )
-    assert document["schema_version"] == 1 and document["name"] == "wine"
+    assert document["schema_version"] == SCHEMA_VERSION and document["name"] == "wine"
 
 
 def test_unknown_model_exits_3(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from kiln.artifact import (
     SCHEMA_VERSION,
     FeatureKind,
     ModelMetadata,
+    OriginKind,
     Stage,
     read_metadata,
     write_metadata,
@@ -60,19 +61,69 @@ def test_fixture_describes_a_mixed_model(tmp_path: Path) -> None:
     assert meta.feature_stats["age"].missing > 0
 
 
+def test_version_1_is_a_spec_trained_model_whose_quality_was_measured(tmp_path: Path) -> None:
+    meta = read_metadata(_copy(1, tmp_path))
+    assert meta.schema_version == 1
+    assert meta.origin is None and not meta.imported  # absent: trained from a spec
+    assert meta.quality_measured and meta.evaluation.metrics
+
+
+def test_version_1_is_written_back_without_version_2_fields(tmp_path: Path) -> None:
+    meta = read_metadata(_copy(1, tmp_path))
+    out = tmp_path / "again"
+    out.mkdir()
+    written = json.loads((write_metadata(meta, out)).read_text())
+    assert "origin" not in written and "measured" not in written["evaluation"]
+    assert read_metadata(out) == meta
+
+
+def test_version_2_records_where_an_imported_model_came_from(tmp_path: Path) -> None:
+    meta = read_metadata(_copy(2, tmp_path))
+    assert meta.schema_version == 2 and meta.imported
+    assert meta.origin is not None and meta.origin.kind is OriginKind.import_
+    assert meta.origin.format == "joblib" and meta.origin.sha256 and meta.origin.source
+    assert "scikit-learn" in meta.origin.loaded_with
+    assert meta.origin.model_class == "sklearn.pipeline.Pipeline"
+    assert meta.quality_measured and meta.evaluation.holdout_rows == meta.verification.rows
+    assert meta.data[0].rows == meta.verification.rows  # the sample's fingerprint
+
+
+def test_version_2_without_labels_says_no_quality_was_measured(tmp_path: Path) -> None:
+    raw = json.loads((TESTDATA / "metadata-v2.json").read_text())
+    raw["evaluation"].update(metrics={}, baseline={}, measured=False, confusion_matrix=None)
+    (tmp_path / METADATA_FILE).write_text(json.dumps(raw))
+    meta = read_metadata(tmp_path)
+    assert not meta.quality_measured and meta.evaluation.metrics == {}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"origin": {"kind": "spec"}}, {"evaluation": {"measured": True}}],
+    ids=["origin", "evaluation.measured"],
+)
+def test_version_1_with_a_version_2_field_is_refused(change: dict, tmp_path: Path) -> None:
+    raw = json.loads((TESTDATA / "metadata-v1.json").read_text())
+    for key, value in change.items():
+        raw[key] = {**raw[key], **value} if isinstance(raw.get(key), dict) else value
+    (tmp_path / METADATA_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="fields of a later schema"):
+        read_metadata(tmp_path, "churn:abc")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"schema_version": SCHEMA_VERSION + 1}, "newer Kiln"),
         ({"schema_version": 0}, "no longer read"),
         ({"schema_version": "1"}, "no integer schema_version"),
+        ({"origin": {"kind": "downloaded"}}, "does not match schema"),
         ({"schema_version": True}, "no integer schema_version"),
         ({"task": "clustering"}, "does not match schema"),
         ({"unexpected": 1}, "does not match schema"),
     ],
 )
 def test_wrong_documents_are_refused(change: dict, message: str, tmp_path: Path) -> None:
-    raw = json.loads((TESTDATA / "metadata-v1.json").read_text())
+    raw = json.loads((TESTDATA / f"metadata-v{SCHEMA_VERSION}.json").read_text())
     raw.update(change)
     (tmp_path / METADATA_FILE).write_text(json.dumps(raw))
     with pytest.raises(ArtifactError, match=message) as caught:
