@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,16 @@ from kiln.errors import ArtifactError, ModelNotFound, RegistrationError
 if TYPE_CHECKING:
     import bentoml
 
-__all__ = ["OWNER_LABEL", "StoredModel", "get_model", "list_models", "new_model", "store_path"]
+__all__ = [
+    "OWNER_LABEL",
+    "ForeignModel",
+    "StoredModel",
+    "foreign_models",
+    "get_model",
+    "list_models",
+    "new_model",
+    "store_path",
+]
 
 OWNER_LABEL = "kiln"
 
@@ -61,6 +71,21 @@ class StoredModel:
                 "changed or damaged after registration; refusing to use it",
             )
         return model_bytes
+
+
+@dataclass(frozen=True)
+class ForeignModel:
+    """A model in the store that Kiln did not make (no kiln.json), e.g. from
+    ``bentoml.sklearn.save_model``: never served; ``kiln import bentoml:TAG`` imports it."""
+
+    tag: str
+    module: str  # the BentoML framework module that saved it, e.g. bentoml.sklearn
+    created_at: datetime
+
+    @property
+    def importable(self) -> bool:
+        """Saved by ``bentoml.sklearn``: what ``kiln import bentoml:NAME[:VERSION]`` reads."""
+        return self.module == "bentoml.sklearn"
 
 
 def store_path() -> Path:
@@ -103,6 +128,25 @@ def list_models(name: str | None = None) -> tuple[list[StoredModel], list[Artifa
             problems.append(exc)
     models.sort(key=lambda m: (m.metadata.name, -m.metadata.provenance.created_at.timestamp()))
     return models, problems
+
+
+def foreign_models(name: str | None = None) -> list[ForeignModel]:
+    """The models in the store that are not Kiln's (which :func:`list_models` leaves out),
+    newest first: what a user saved with BentoML's own ``save_model``."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        found = bentoml.models.list(name)
+    except NotFound:
+        return []
+    others = [
+        ForeignModel(tag=str(m.tag), module=m.info.module, created_at=m.info.creation_time)
+        for m in found
+        if not _is_kiln(m)
+    ]
+    others.sort(key=lambda m: m.created_at, reverse=True)
+    return others
 
 
 def get_model(ref: str) -> StoredModel:
