@@ -3,7 +3,9 @@
 Each entry says which task it serves, whether its inputs need scaling, and what its ONNX
 model outputs: per-class ``probabilities``, per-class decision ``scores`` (LinearSVC without
 calibration), or a ``prediction`` (regressors). The parity test is parametrised over
-``ESTIMATORS``, so adding an entry here adds it to the test.
+``ESTIMATORS``, so adding an entry here adds it to the test. Classes are named by import
+path and imported only when a spec names them (XGBoost and LightGBM are not imported
+otherwise); their ONNX converters are registered by :mod:`training.converters`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class EstimatorInfo:
 
 _C, _R = Task.classification, Task.regression
 _SEED = (("random_state", 0),)
+_ONE_THREAD = (*_SEED, ("n_jobs", 1))
+_QUIET = ("verbose", -1)  # LightGBM prints warnings on stdout unless told not to
 
 ESTIMATORS: dict[str, EstimatorInfo] = {
     info.name: info
@@ -89,6 +93,29 @@ ESTIMATORS: dict[str, EstimatorInfo] = {
             True,
             (*_SEED, ("max_iter", 500)),
         ),
+        EstimatorInfo(
+            "HistGradientBoostingClassifier",
+            _C,
+            "sklearn.ensemble:HistGradientBoostingClassifier",
+            False,
+            _SEED,
+        ),
+        EstimatorInfo(
+            "HistGradientBoostingRegressor",
+            _R,
+            "sklearn.ensemble:HistGradientBoostingRegressor",
+            False,
+            _SEED,
+        ),
+        # Boosters on one thread: the same data and seed give bit-identical models.
+        EstimatorInfo(
+            "XGBClassifier", _C, "training.boosting:LabelledXGBClassifier", False, _ONE_THREAD
+        ),
+        EstimatorInfo("XGBRegressor", _R, "xgboost:XGBRegressor", False, _ONE_THREAD),
+        EstimatorInfo(
+            "LGBMClassifier", _C, "lightgbm:LGBMClassifier", False, (*_ONE_THREAD, _QUIET)
+        ),
+        EstimatorInfo("LGBMRegressor", _R, "lightgbm:LGBMRegressor", False, (*_ONE_THREAD, _QUIET)),
     ]
 }
 
@@ -114,17 +141,29 @@ def make_estimator(name: str, params: dict[str, Any], probabilities: str | None 
             [("estimator.type", f"unknown estimator {name!r}; known: {', '.join(ESTIMATORS)}")]
         )
     cls = info.cls()
-    valid = cls().get_params()
+    valid = {*cls().get_params(), *dict(info.defaults)}  # LightGBM takes verbose as a kwarg
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise SpecError(
             [(f"estimator.params.{key}", f"{name} has no parameter {key!r}") for key in unknown]
         )
+    native = params.get("categorical_features")
+    if name.startswith("HistGradientBoosting") and native not in (None, "from_dtype"):
+        raise SpecError(
+            [
+                (
+                    "estimator.params.categorical_features",
+                    "native categorical support is not converted to ONNX by skl2onnx; "
+                    "leave it out: Kiln one-hot encodes the categorical features already",
+                )
+            ]
+        )
     estimator = cls(**params)
-    try:
-        estimator._validate_params()  # scikit-learn's own checks of types and ranges
-    except (ValueError, TypeError) as exc:
-        raise SpecError([("estimator.params", str(exc))]) from None
+    if hasattr(estimator, "_parameter_constraints"):  # XGBoost and LightGBM have none
+        try:
+            estimator._validate_params()  # scikit-learn's own checks of types and ranges
+        except (ValueError, TypeError) as exc:
+            raise SpecError([("estimator.params", str(exc))]) from None
     if info.name == "LinearSVC" and probabilities != "scores":
         from sklearn.calibration import CalibratedClassifierCV
 

@@ -1,12 +1,16 @@
-"""Exporting a fitted pipeline to ONNX, and proving that ONNX Runtime answers like it.
+"""Exporting a fitted model to ONNX, and proving that ONNX Runtime answers like it.
 
 Inputs: one tensor per feature, shape ``[N, 1]``: float32 for numeric features, string for
 categorical and text (a missing value is NaN, or "" for strings). Outputs:
 
 - classifiers: ``label`` ``[N]`` (int64 or string, the class as in the training data) and
   ``probabilities`` ``[N, n_classes]`` float32 in ``classes`` order (no ZipMap) -- or, for
-  LinearSVC with ``probabilities: scores``, ``scores`` ``[N, n_classes]`` decision scores;
+  a classifier without ``predict_proba`` (LinearSVC with ``probabilities: scores``),
+  ``scores`` ``[N, n_classes]`` decision scores;
 - regressors: ``prediction`` ``[N, 1]`` float32.
+
+:func:`export_model` converts any fitted scikit-learn estimator or Pipeline (a spec's, or
+one a user fitted); :func:`verify` runs both on every sample row.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pandas as pd
 
 from kiln.artifact import FeatureKind, Output, Task, Verification
 from kiln.errors import TrainingError, VerificationError
+from kiln.values import MISSING_STRING
 from training.estimators import ScoreKind
 from training.evaluate import scores_of
 
@@ -28,6 +33,7 @@ __all__ = [
     "export_model",
     "export_onnx",
     "final_estimator",
+    "model_input",
     "model_score_kind",
     "onnx_feeds",
     "verify",
@@ -39,6 +45,7 @@ _OUTPUT_TEXT = {
     "scores": "decision score of each class (not probabilities), columns in `classes` order",
     "prediction": "predicted value",
 }
+_INNER = "kiln_features"  # the one array a model without a ColumnTransformer in front takes
 
 
 @dataclass(frozen=True)
@@ -47,16 +54,21 @@ class Exported:
     inputs: dict[str, str]  # feature name -> ONNX input name
     outputs: list[Output]
     nodes: dict[str, int]  # operator domain -> node count
+    missing_as_nan: bool = False  # the model takes a missing string as NaN (export_model)
 
 
 def onnx_feeds(
     X: pd.DataFrame, features: list[tuple[str, FeatureKind]], inputs: dict[str, str]
 ) -> dict[str, np.ndarray]:
-    """The ONNX Runtime input dict for a typed feature frame."""
-    return {
-        inputs[name]: X[[name]].to_numpy(np.float32 if kind is FeatureKind.numeric else object)
-        for name, kind in features
-    }
+    """The ONNX Runtime input dict for a feature frame: a missing string becomes ""."""
+    feeds = {}
+    for name, kind in features:
+        if kind is FeatureKind.numeric:
+            feeds[inputs[name]] = X[[name]].to_numpy(np.float32)
+        else:
+            column = X[name].astype(object).where(X[name].notna(), MISSING_STRING)
+            feeds[inputs[name]] = column.to_numpy(object).reshape(-1, 1)
+    return feeds
 
 
 def export_onnx(
@@ -75,9 +87,18 @@ def export_onnx(
     return exported
 
 
+def final_estimator(model: Any) -> Any:
+    """The last step of a (nested) Pipeline, or the model itself."""
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(model, Pipeline):
+        model = model.steps[-1][1]
+    return model
+
+
 def model_score_kind(model: Any, task: Task) -> ScoreKind:
-    """What a model's ONNX scores are: ``probabilities`` where the final estimator has
-    ``predict_proba``, else ``scores`` (``decision_function``); ``prediction`` for regressors.
+    """What the ONNX model's second output is: ``probabilities`` where the final estimator
+    has ``predict_proba``, else ``scores`` (``decision_function``); regressors: ``prediction``.
     """
     if task is Task.regression:
         return "prediction"
@@ -91,13 +112,128 @@ def model_score_kind(model: Any, task: Task) -> ScoreKind:
     )
 
 
-def final_estimator(model: Any) -> Any:
-    """The last step of a (nested) Pipeline, or the model itself."""
-    from sklearn.pipeline import Pipeline
+def export_model(
+    model: Any,
+    features: list[tuple[str, FeatureKind]],
+    task: Task,
+    opset: dict[str, int],
+) -> Exported:
+    """Convert a fitted scikit-learn estimator or Pipeline to the ONNX model Kiln serves.
 
-    while isinstance(model, Pipeline):
-        model = model.steps[-1][1]
-    return model
+    ``model``: any fitted estimator whose steps skl2onnx converts, including XGBoost and
+    LightGBM (:mod:`training.converters`). ``features``: its input columns (name, kind), in
+    the order the ONNX inputs take; ``task``: which outputs it gets; ``opset``: the target
+    opsets by domain.
+
+    Columns. A model whose first step is a ColumnTransformer takes a DataFrame and picks its
+    columns by name. Any other model (a bare estimator, a Pipeline of a scaler and an
+    estimator) takes one array: the ONNX model concatenates its inputs into it in the
+    model's ``feature_names_in_`` order, or in the order of ``features`` for a model fitted
+    on a plain array (those features must then be all numeric or all strings).
+
+    Contract (the module docstring): one ``[N, 1]`` input per feature (float32 for numeric,
+    string for categorical and text); for classifiers ``label`` and ``probabilities`` (the
+    final estimator has ``predict_proba``) or ``scores`` (it has only
+    ``decision_function``), without ZipMap; for regressors ``prediction``.
+
+    Numbers. Served values are float32. Scalers (Standard, Robust, MaxAbs, MinMax) are
+    computed in float64 with their fitted float64 parameters, a numeric SimpleImputer right
+    before one imputing its float64 statistics, so that a tree after them splits the value
+    scikit-learn computes. Trees compare in float32, as skl2onnx converts them.
+
+    Missing strings. Kiln serves a missing categorical or text value as ``""``
+    (:data:`kiln.values.MISSING_STRING`). If the model learned NaN as the missing string
+    (a SimpleImputer with ``missing_values=NaN`` fitted on strings, or a OneHotEncoder or
+    OrdinalEncoder with NaN among its categories), the ONNX graph sends ``""`` where
+    scikit-learn sends NaN (the imputer fills ``""``, the encoders' NaN category is ``""``)
+    and :func:`verify` hands the model NaN where a categorical column holds ``""``
+    (``Exported.missing_as_nan``). Otherwise ``""`` reaches the model as ``""``, as in
+    Kiln's spec pipelines, which learn it as a category. Refused, because no served value
+    could mean the same: a model that learned NaN on one step and ``""`` as a value on
+    another, a string category ``'nan'`` beside NaN, and an OrdinalEncoder that encodes NaN
+    as NaN. Text columns are never mapped (TfidfVectorizer does not take NaN).
+
+    Refusals. Before skl2onnx is called, the first step that cannot be converted
+    faithfully stops the export with a :class:`TrainingError` naming its place, such as
+    ``preprocess > num > spline: SplineTransformer``, the reason and what to do
+    (:func:`training.steps.refusal`): no converter; HistGradientBoosting with native
+    categorical support; TF-IDF options that skl2onnx converts into other answers; a
+    FunctionTransformer with a function; an unfitted model. A conversion that skl2onnx
+    fails on anyway is a TrainingError too.
+    """
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+
+    from training.converters import custom_converters, register_converters
+    from training.steps import missing_strings, refusal
+
+    register_converters()
+    problem = refusal(model)
+    if problem is not None:
+        raise TrainingError(f"cannot export the model: {problem}")
+    missing, _ = missing_strings(model)
+    kind = model_score_kind(model, task)
+    order = _columns(model, features)
+    kinds = dict(features)
+    by_name = _takes_columns(model)
+    if by_name:
+        initial = [(name, _onnx_type(kinds[name])) for name, _ in features]
+    else:
+        if len({kinds[name].dtype for name in order}) > 1:
+            raise TrainingError(
+                "cannot export the model: it takes its features as one array, so they must "
+                "be all numeric or all strings; put a ColumnTransformer first to give each "
+                "column its own type"
+            )
+        initial = [(_INNER, _onnx_type(kinds[order[0]], len(order)))]
+    if task is Task.classification:
+        classes = list(model.classes_)
+        label_type = (
+            Int64TensorType([None])
+            if np.issubdtype(np.asarray(classes).dtype, np.integer)
+            else StringTensorType([None])
+        )
+        final = [("label", label_type), (kind, FloatTensorType([None, len(classes)]))]
+    else:
+        final = [("prediction", FloatTensorType([None, 1]))]
+    try:
+        onnx_model = convert_sklearn(
+            model,
+            initial_types=initial,
+            final_types=final,
+            target_opset=opset,
+            options=_options(model, kind),
+            custom_conversion_functions=custom_converters(model, missing.as_nan),
+        )
+    except Exception as exc:  # skl2onnx raises many types; all mean "cannot convert"
+        raise TrainingError(f"skl2onnx could not convert the model: {_short(exc)}") from exc
+    if not by_name:
+        _concatenated_input(onnx_model, [n for n, _ in features], order)
+    return _exported(onnx_model, features, missing.as_nan)
+
+
+def model_input(
+    model: Any, X: pd.DataFrame, features: list[tuple[str, FeatureKind]], missing_as_nan: bool
+) -> Any:
+    """The sample as the model takes it, holding what Kiln serves.
+
+    Its columns (a DataFrame for a model that knows column names, else the array of
+    ``features`` in order); with ``missing_as_nan``, NaN where a categorical column has
+    ``""`` (see :func:`export_model`).
+    """
+    frame = X
+    if missing_as_nan:
+        frame = X.copy()
+        for name, kind in features:
+            if kind is FeatureKind.categorical:
+                column = frame[name].astype(object)
+                frame[name] = column.where(column.notna() & (column != MISSING_STRING), np.nan)
+    if _takes_columns(model):
+        return frame
+    order = _columns(model, features)
+    if getattr(model, "feature_names_in_", None) is not None:
+        return frame[order]
+    return frame[order].to_numpy()
 
 
 def _first_step(model: Any) -> Any:
@@ -106,6 +242,12 @@ def _first_step(model: Any) -> Any:
     while isinstance(model, Pipeline):
         model = model.steps[0][1]
     return model
+
+
+def _takes_columns(model: Any) -> bool:
+    from sklearn.compose import ColumnTransformer
+
+    return isinstance(_first_step(model), ColumnTransformer)
 
 
 def _allowed_options(estimator: Any) -> dict[str, Any]:
@@ -168,109 +310,39 @@ def _onnx_type(kind: FeatureKind, width: int = 1) -> Any:
     return StringTensorType([None, width])
 
 
-def _concatenated_input(
-    onnx_model: Any, inner: str, features: list[str], order: list[str]
-) -> dict[str, str]:
-    """Replace the graph input ``inner`` [N, k] by one [N, 1] input per feature.
+def _concatenated_input(onnx_model: Any, features: list[str], order: list[str]) -> None:
+    """Replace the graph's one [N, k] input by one [N, 1] input per feature.
 
-    The inputs come in ``features`` order; a Concat joins them in ``order``, the model's.
-    Returns feature name -> ONNX input name.
+    The inputs come in ``features`` order, named as skl2onnx names them (non-word
+    characters become ``_``); a Concat joins them in ``order``, the model's.
     """
     from onnx import helper
 
     graph = onnx_model.graph
-    (old,) = [i for i in graph.input if i.name == inner]
+    (old,) = [i for i in graph.input if i.name == _INNER]
     elem = old.type.tensor_type.elem_type
     names: dict[str, str] = {}
     for name in features:
-        onnx_name = base = re.sub(r"\W", "_", name)  # skl2onnx's rule for input names
-        while onnx_name in names.values() or onnx_name == inner:
+        onnx_name = re.sub(r"\W", "_", name) or "input"
+        while onnx_name in names.values() or onnx_name == _INNER:
             onnx_name = f"{onnx_name}_"
-        names[name] = onnx_name if base else f"input_{len(names)}"
+        names[name] = onnx_name
     graph.input.remove(old)
     graph.input.extend(helper.make_tensor_value_info(names[n], elem, [None, 1]) for n in features)
-    concat = helper.make_node("Concat", [names[n] for n in order], [inner], axis=1, name=inner)
+    concat = helper.make_node("Concat", [names[n] for n in order], [_INNER], axis=1, name=_INNER)
     graph.node.insert(0, concat)
-    return names
-
-
-def export_model(
-    model: Any,
-    features: list[tuple[str, FeatureKind]],
-    task: Task,
-    opset: dict[str, int],
-) -> Exported:
-    """Convert any fitted scikit-learn estimator or Pipeline to Kiln's ONNX contract.
-
-    ``features`` are the model's input columns (name, kind) in the order the ONNX inputs
-    take; ``task`` says which outputs it gets. The model takes a DataFrame with those
-    columns: a model whose first step is a ColumnTransformer picks its columns by name; any
-    other model (a bare estimator, a Pipeline of scalers) takes them concatenated into the
-    one array it was fitted on, in its ``feature_names_in_`` order, or in the given order
-    for a model fitted on a plain array.
-
-    The ONNX model has one ``[N, 1]`` input per feature (float32 for numeric, string for
-    categorical and text) and the outputs of the module docstring: ``label`` and
-    ``probabilities`` (the final estimator has ``predict_proba``) or ``scores``
-    (``decision_function`` only), no ZipMap, for classifiers; ``prediction`` for regressors.
-
-    Raises :class:`TrainingError` when the model cannot be converted.
-    """
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
-
-    from training.converters import custom_converters, register_converters
-
-    register_converters()
-    kind = model_score_kind(model, task)
-    order = _columns(model, features)
-    kinds = dict(features)
-    from sklearn.compose import ColumnTransformer
-
-    by_name = isinstance(_first_step(model), ColumnTransformer)
-    inner = "kiln_features"
-    if by_name:
-        initial = [(name, _onnx_type(kinds[name])) for name, _ in features]
-    else:
-        distinct = {kinds[name].dtype for name in order}
-        if len(distinct) > 1:
-            raise TrainingError(
-                "the model takes its features as one array, so they must be all numeric or "
-                "all strings; put a ColumnTransformer first to give columns their own types"
-            )
-        initial = [(inner, _onnx_type(kinds[order[0]], len(order)))]
-    if task is Task.classification:
-        classes = list(model.classes_)
-        label_type = (
-            Int64TensorType([None])
-            if np.issubdtype(np.asarray(classes).dtype, np.integer)
-            else StringTensorType([None])
-        )
-        final = [("label", label_type), (kind, FloatTensorType([None, len(classes)]))]
-    else:
-        final = [("prediction", FloatTensorType([None, 1]))]
-    try:
-        onnx_model = convert_sklearn(
-            model,
-            initial_types=initial,
-            final_types=final,
-            target_opset=opset,
-            options=_options(model, kind),
-            custom_conversion_functions=custom_converters(),
-        )
-    except Exception as exc:  # skl2onnx raises many types; all mean "cannot convert"
-        raise TrainingError(f"skl2onnx could not convert the model: {_short(exc)}") from exc
-    if not by_name:
-        _concatenated_input(onnx_model, inner, [n for n, _ in features], order)
-    return _exported(onnx_model, features)
 
 
 def _short(exc: BaseException, limit: int = 500) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """An exception's first line, cut: skl2onnx puts whole tree ensembles in its messages."""
+    text = str(exc).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _exported(onnx_model: Any, features: list[tuple[str, FeatureKind]]) -> Exported:
+def _exported(
+    onnx_model: Any, features: list[tuple[str, FeatureKind]], missing_as_nan: bool
+) -> Exported:
     graph_inputs = [i.name for i in onnx_model.graph.input]
     if len(graph_inputs) != len(features):
         raise TrainingError(f"ONNX model has inputs {graph_inputs}, expected {len(features)}")
@@ -292,7 +364,13 @@ def _exported(onnx_model: Any, features: list[tuple[str, FeatureKind]]) -> Expor
     for node in onnx_model.graph.node:
         domain = node.domain or "ai.onnx"
         nodes[domain] = nodes.get(domain, 0) + 1
-    return Exported(onnx_model.SerializeToString(), inputs, outputs, dict(sorted(nodes.items())))
+    return Exported(
+        onnx_model.SerializeToString(),
+        inputs,
+        outputs,
+        dict(sorted(nodes.items())),
+        missing_as_nan,
+    )
 
 
 def _worst_rows(
@@ -314,6 +392,38 @@ def _worst_rows(
     return "\n".join(lines)
 
 
+def _answers(model: Any, sample: Any, task: Task) -> tuple[np.ndarray | None, np.ndarray]:
+    """scikit-learn's labels (classifiers) and scores or predictions, one row per row."""
+    if task is Task.classification:
+        scores = scores_of(model, sample)
+        assert scores is not None
+        return np.asarray(model.predict(sample)), np.asarray(scores, dtype=np.float64)
+    return None, np.asarray(model.predict(sample), dtype=np.float64).reshape(-1, 1)
+
+
+def _rows_agree(
+    ref_labels: np.ndarray | None,
+    ref: np.ndarray,
+    got_labels: np.ndarray | None,
+    got: np.ndarray,
+    atol: float,
+    rtol: float,
+) -> np.ndarray:
+    within = (np.abs(got - ref) <= atol + rtol * np.abs(ref)).all(axis=1)
+    if ref_labels is None or got_labels is None:
+        return within
+    return within & (got_labels.astype(ref_labels.dtype) == ref_labels)
+
+
+def _as_served(X: pd.DataFrame, features: list[tuple[str, FeatureKind]]) -> pd.DataFrame:
+    """``X`` with its numbers rounded to float32, as the served model receives them."""
+    served = X.copy()
+    for name, kind in features:
+        if kind is FeatureKind.numeric:
+            served[name] = X[name].to_numpy(np.float32).astype(np.float64)
+    return served
+
+
 def verify(
     name: str,
     pipeline: Any,
@@ -329,8 +439,19 @@ def verify(
 ) -> Verification:
     """Run the ONNX model on ``X`` with ONNX Runtime and compare with scikit-learn, row by row.
 
-    Raises :class:`VerificationError`, showing the worst rows, when a label differs or a
-    score/output is outside ``atol + rtol * |scikit-learn|``.
+    ``X`` holds the features as Kiln serves them (a missing string is "" or NaN; both are
+    served as ""). The model gets the same rows through :func:`model_input`, so a model that
+    takes a missing string as NaN gets NaN there. Labels must agree on every row; scores and
+    predictions within ``atol + rtol * |scikit-learn|``.
+
+    Numbers reach the served model as float32: 12.385 arrives as 12.38500023. Where that
+    rounding changes scikit-learn's own answer (a tree splitting, after a scaler, at exactly
+    a value the row holds), the served model can only answer for the value it receives, so a
+    row that disagrees with scikit-learn on ``X`` is judged again against scikit-learn on
+    the float32 values. A conversion error disagrees with both.
+
+    Raises :class:`VerificationError`, showing the worst rows, when a row agrees with
+    neither.
     """
     import onnxruntime as ort
 
@@ -339,21 +460,33 @@ def verify(
         results = session.run(None, onnx_feeds(X, features, exported.inputs))
     except Exception as exc:
         raise TrainingError(f"ONNX Runtime could not run the exported model: {exc}") from exc
+    nan = exported.missing_as_nan
+    ref_labels, ref = _answers(pipeline, model_input(pipeline, X, features, nan), task)
     if task is Task.classification:
-        got_labels, got = np.asarray(results[0]), np.asarray(results[1], dtype=np.float64)
-        ref_labels = np.asarray(pipeline.predict(X))
-        ref = scores_of(pipeline, X)
-        assert ref is not None
-        mismatched = int((got_labels.astype(ref_labels.dtype) != ref_labels).sum())
-        labels: tuple[np.ndarray, np.ndarray] | None = (ref_labels, got_labels)
+        got_labels: np.ndarray | None = np.asarray(results[0])
+        got = np.asarray(results[1], dtype=np.float64)
     else:
-        got = np.asarray(results[0], dtype=np.float64).reshape(-1, 1)
-        ref = np.asarray(pipeline.predict(X), dtype=np.float64).reshape(-1, 1)
-        mismatched, labels = 0, None
+        got_labels, got = None, np.asarray(results[0], dtype=np.float64).reshape(-1, 1)
     if got.shape != ref.shape:
         raise TrainingError(f"ONNX output shape {got.shape} differs from scikit-learn {ref.shape}")
+    agree = _rows_agree(ref_labels, ref, got_labels, got, atol, rtol)
+    numeric = any(kind is FeatureKind.numeric for _, kind in features)
+    if numeric and not agree.all():
+        rows = np.flatnonzero(~agree)
+        served = _as_served(X.iloc[rows], features)
+        labels32, ref32 = _answers(pipeline, model_input(pipeline, served, features, nan), task)
+        sub_labels = got_labels[rows] if got_labels is not None else None
+        fixed = _rows_agree(labels32, ref32, sub_labels, got[rows], atol, rtol)
+        ref[rows[fixed]] = ref32[fixed]
+        if ref_labels is not None and labels32 is not None:
+            ref_labels[rows[fixed]] = labels32[fixed]
+        agree[rows[fixed]] = True
     diff = np.abs(got - ref)
-    within = bool((diff <= atol + rtol * np.abs(ref)).all())
+    mismatched = 0
+    labels: tuple[np.ndarray, np.ndarray] | None = None
+    if ref_labels is not None and got_labels is not None:
+        mismatched = int((got_labels.astype(ref_labels.dtype) != ref_labels).sum())
+        labels = (ref_labels, got_labels)
     result = Verification(
         rows=len(X),
         label_mismatches=mismatched if task is Task.classification else None,
@@ -361,7 +494,7 @@ def verify(
         atol=atol,
         rtol=rtol,
         tolerance_reason=reason,
-        passed=within and mismatched == 0,
+        passed=bool(agree.all()),
     )
     if not result.passed:
         summary = (

@@ -1,8 +1,11 @@
-"""ONNX Runtime answers like scikit-learn, for every estimator the spec accepts.
+"""ONNX Runtime answers like scikit-learn, for every estimator and family Kiln exports.
 
 Each case fits a real pipeline (imputation, scaling, one-hot encoding, TF-IDF) on data with
 missing values and categoricals, exports it, and compares the two runtimes on every holdout
-row: labels equal, probabilities/scores/predictions within atol 1e-4 + rtol 1e-6.
+row: labels equal, probabilities/scores/predictions within atol 1e-4 + rtol 1e-6. Two
+paths: the spec's pipeline for every estimator the spec accepts (``ESTIMATORS``), and a
+user's own pipeline per family, fitted with scikit-learn alone and exported with
+``export_model`` (``USER_FAMILIES``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ SMALL = {  # keep the forests and boosters small: the point is conversion, not a
     "GradientBoostingRegressor": {"n_estimators": 40},
     "MLPClassifier": {"hidden_layer_sizes": [16], "max_iter": 300},
     "MLPRegressor": {"hidden_layer_sizes": [16], "max_iter": 300},
+    "HistGradientBoostingClassifier": {"max_iter": 30},
+    "HistGradientBoostingRegressor": {"max_iter": 30},
+    "XGBClassifier": {"n_estimators": 30},
+    "XGBRegressor": {"n_estimators": 30},
+    "LGBMClassifier": {"n_estimators": 30},
+    "LGBMRegressor": {"n_estimators": 30},
 }
 
 CASES: list[Any] = []
