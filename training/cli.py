@@ -76,7 +76,8 @@ def _fmt(value: float | None) -> str:
 
 
 def _metrics_table(meta: ModelMetadata) -> Table:
-    table = Table(title=f"{meta.tag} on {meta.evaluation.holdout_rows:,} holdout rows")
+    rows = "sample" if meta.imported else "holdout"
+    table = Table(title=f"{meta.tag} on {meta.evaluation.holdout_rows:,} {rows} rows")
     table.add_column("metric")
     table.add_column("model", justify="right")
     table.add_column("baseline", justify="right")
@@ -87,7 +88,14 @@ def _metrics_table(meta: ModelMetadata) -> Table:
 
 def _summary(meta: ModelMetadata) -> None:
     v = meta.verification
-    out.print(_metrics_table(meta))
+    if meta.quality_measured:
+        out.print(_metrics_table(meta))
+    else:
+        out.print(
+            "no quality measured: imported without labels, so only parity with the imported "
+            "model was verified (import again with --target COLUMN to measure it)",
+            highlight=False,
+        )
     out.print(
         f"verified on {v.rows:,} rows: max |ONNX - scikit-learn| = {v.max_abs_diff:.2g} "
         f"(tolerance {v.atol:g} + {v.rtol:g}*|value|)"
@@ -152,17 +160,83 @@ def validate(
     out.print(f"{spec_path}: valid; {dataset.rows:,} rows; features: {kinds}", highlight=False)
 
 
+@app.command("import")
+def import_(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="The fitted model: a .joblib/.pkl/.pickle or .skops file, an MLflow model "
+            "directory (sklearn flavor), or bentoml:NAME[:VERSION].",
+            show_default=False,
+        ),
+    ],
+    name: Annotated[str, typer.Option("--name", "-n", help="Model name in the store.")],
+    sample: Annotated[
+        Path | None,
+        typer.Option(
+            "--sample",
+            "-s",
+            help="CSV, TSV or Parquet rows to verify on (default: an MLflow input example).",
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target", help="The sample's label column: evaluate, baseline and gate on it."
+        ),
+    ] = None,
+    gate: Annotated[
+        list[str] | None,
+        typer.Option("--gate", help="Quality rule such as 'accuracy >= 0.9'. Repeatable."),
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option("--features", help="Kinds that override the inferred: name=kind,..."),
+    ] = None,
+    trust: Annotated[
+        list[str] | None,
+        typer.Option("--trust", help="A type a .skops file may hold (reviewed). Repeatable."),
+    ] = None,
+) -> None:
+    """Verify a model fitted elsewhere as ONNX and register it (unpickling runs code: import
+    only files you trust)."""
+    from training.importer import import_model
+    from training.settings import TrainingSettings
+
+    with _errors():
+        settings = TrainingSettings()
+    with _errors(), _progress(name, settings.progress) as step:
+        stored = import_model(
+            source,
+            name,
+            sample=sample,
+            target=target,
+            gate=gate,
+            features=features,
+            trust=trust or (),
+            settings=settings,
+            on_step=step,
+            on_note=lambda text: err.print(f"{name}: note: {text}", highlight=False),
+        )
+    _summary(stored.metadata)
+    if stored.stage is Stage.rejected:
+        err.print("[bold red]the model is below its quality gate[/]: registered as rejected")
+        raise typer.Exit(EXIT_GATE)
+
+
 @models_app.command("list")
 def list_models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Every registered model version, newest first, with its headline metrics."""
     from kiln.production import production_model
+    from kiln.store import foreign_models
     from kiln.store import list_models as stored_models
     from training.spec import key_metric
 
     with _errors():
         models, problems = stored_models()
+        others = foreign_models()
         production = {
             found.tag
             for name in {m.metadata.name for m in models}
@@ -181,7 +255,12 @@ def list_models(
             }
             for m in models
         ]
-        out.print_json(json.dumps({"models": rows, "unreadable": [str(p) for p in problems]}))
+        not_kiln = [{"tag": m.tag, "module": m.module} for m in others]
+        out.print_json(
+            json.dumps(
+                {"models": rows, "unreadable": [str(p) for p in problems], "not_kiln": not_kiln}
+            )
+        )
         return
     table = Table(title=f"{len(models)} model versions")
     for column in (
@@ -211,6 +290,18 @@ def list_models(
     out.print(table)
     for problem in problems:
         err.print(f"[yellow]unreadable:[/] {problem}", highlight=False)
+    if others:
+        shown = ", ".join(f"{m.tag} ({m.module})" for m in others[:10])
+        more = f" and {len(others) - 10} more" if len(others) > 10 else ""
+        importable = next((m for m in others if m.importable), None)
+        how = (
+            f"; import one: kiln import bentoml:{importable.tag} --name NAME --sample FILE"
+            if importable
+            else "; Kiln imports models saved with bentoml.sklearn.save_model"
+        )
+        err.print(
+            f"not Kiln models, not served: {shown}{more}{how}", highlight=False, soft_wrap=True
+        )
 
 
 @models_app.command("show")
@@ -255,8 +346,17 @@ def show(
     out.print(outputs)
     _summary(meta)
     prov = meta.provenance
+    origin = meta.origin
+    if origin is not None and meta.imported:
+        out.print(
+            f"imported from {origin.source or 'an object in Python'} ({origin.format}"
+            + (f", sha256 {origin.sha256[:12]}" if origin.sha256 else "")
+            + f"), a {origin.model_class}, loaded with "
+            + ", ".join(f"{k} {v}" for k, v in sorted(origin.loaded_with.items())),
+            highlight=False,
+        )
     out.print(
-        "data: "
+        ("sample: " if meta.imported else "data: ")
         + "; ".join(f"{d.source} ({d.rows:,} rows, sha256 {d.sha256[:12]})" for d in meta.data),
         highlight=False,
     )

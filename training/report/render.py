@@ -39,11 +39,16 @@ from training.report.sentences import (
 )
 from training.spec import key_metric
 
-__all__ = ["NO_HOLDOUT", "render_report", "summary"]
+__all__ = ["NO_HOLDOUT", "NO_QUALITY", "render_report", "summary"]
 
 NO_HOLDOUT = (
     "This version was registered before Kiln kept its test predictions, so the charts that "
     "need them (and what drives its answers) are not shown; retrain it to get them."
+)
+NO_QUALITY = (
+    "No quality was measured: this model was imported without labels, so Kiln checked only "
+    "that its ONNX version answers like the imported model on every sample case, not how often "
+    "those answers are right. Import it again with labels (--target) to measure it."
 )
 SCORE_WORDS = {"roc_auc": "ROC AUC", "accuracy": "accuracy", "r2": "R²"}
 STAGE_WORDS = {
@@ -152,7 +157,7 @@ def _summary_section(meta: ModelMetadata, holdout: Holdout | None) -> str:
         f'<li class="sentence" data-key="{_a(key)}">{_e(text)}</li>'
         for key, text in summary(meta, holdout)
     )
-    extra = _note(NO_HOLDOUT) if holdout is None else ""
+    extra = _note(_missing(meta)) if holdout is None else ""
     per_class = ""
     ev = meta.evaluation
     if meta.classes and ev.confusion_matrix and len(meta.classes) > 2:
@@ -298,14 +303,19 @@ def _performance_section(meta: ModelMetadata, holdout: Holdout | None) -> str:
             )
         )
     if holdout is None:
-        parts.append(_note(NO_HOLDOUT))
+        parts.append(_note(_missing(meta)))
     return '<section id="performance"><h2>How well it works</h2>' + "".join(parts) + "</section>"
 
 
-def _drivers_section(holdout: Holdout | None) -> str:
+def _missing(meta: ModelMetadata) -> str:
+    """Why there are no test predictions: no labels (an import), or an older registration."""
+    return NO_HOLDOUT if meta.quality_measured else NO_QUALITY
+
+
+def _drivers_section(meta: ModelMetadata, holdout: Holdout | None) -> str:
     title = "<h2>What drives its answers</h2>"
     if holdout is None or not holdout.importance:
-        why = NO_HOLDOUT if holdout is None else "Feature importance was not measured."
+        why = _missing(meta) if holdout is None else "Feature importance was not measured."
         return f'<section id="drivers">{title}{_note(why)}</section>'
     score = SCORE_WORDS.get(holdout.importance_scoring or "", holdout.importance_scoring or "")
     ranked = [(f.feature, f.mean, f.std) for f in holdout.importance]
@@ -345,6 +355,16 @@ def _data_section(meta: ModelMetadata) -> str:
         ("files", files_sentence(sources, modified)),
         ("missing", missing_sentence(missing)),
     ]
+    if meta.imported:  # fitted elsewhere: the data it learned from is not known
+        checked = meta.verification.rows
+        tested = f", and tested on {ev.holdout_rows:,} of them" if meta.quality_measured else ""
+        sentences[:2] = [
+            (
+                "data",
+                f"It was fitted outside Kiln and imported; Kiln checked it on {checked:,} sample "
+                f"cases{tested}. The figures below describe that sample.",
+            )
+        ]
     text = "".join(f'<p class="sentence" data-key="{k}">{_e(s)}</p>' for k, s in sentences)
     files = _table(
         ["data", "rows", "last changed", "sha256"],
@@ -437,6 +457,20 @@ def _appendix(meta: ModelMetadata, holdout: Holdout | None) -> str:
         ),
         ("created", _e(f"{prov.created_at:%Y-%m-%d %H:%M:%S} UTC")),
         ("spec file", _e(prov.spec_path or "—")),
+        *(
+            [
+                (
+                    "imported from",
+                    _e(
+                        f"{meta.origin.source or 'an object in Python'} ({meta.origin.format}"
+                        + (f", sha256 {meta.origin.sha256}" if meta.origin.sha256 else "")
+                        + f"), a {meta.origin.model_class}"
+                    ),
+                )
+            ]
+            if meta.origin is not None and meta.imported
+            else []
+        ),
         ("metadata schema", str(meta.schema_version)),
     ]
     if holdout is not None:
@@ -539,7 +573,7 @@ def render_report(
             _summary_section(meta, holdout),
             _comparison_section(meta, previous),
             _performance_section(meta, holdout),
-            _drivers_section(holdout),
+            _drivers_section(meta, holdout),
             _data_section(meta),
             _appendix(meta, holdout),
             f"<footer>Written by Kiln from the model store ({_e(meta.tag)}).</footer>",
