@@ -14,7 +14,6 @@ installed), and every later call returns at once.
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import threading
 from typing import Any
 
@@ -120,16 +119,17 @@ class _BooleansAsIntegers:
         return self._container.add_node(op_type, inputs, outputs, *args, **attrs)
 
 
-def _scaler_in_double(scope: Any, operator: Any, container: Any, fill: Any = None) -> None:
-    """A fitted scaler computed as scikit-learn computes it: in float64, cast back at the end.
+def _in_double(scope: Any, operator: Any, container: Any, chain: list[Any]) -> None:
+    """Fitted numeric steps computed as scikit-learn computes them: in float64, one rounding.
 
-    skl2onnx's converters compute in float32 with float32 copies of the parameters. Trees
-    after a scaler split at values equal to training values (HistGradientBoosting, XGBoost
-    and LightGBM all do), so a float32 rounding there sends rows down the other branch:
-    measured on integer-valued columns, 78 of 120 XGBoost rows changed. Computed in float64
-    with the fitted float64 parameters, then rounded once, the scaled value is the one
-    scikit-learn hands the tree. ``fill``: the float64 statistics of the SimpleImputer just
-    before it, which then imputes here (see :func:`custom_converters`).
+    ``chain``: consecutive Pipeline steps (a numeric SimpleImputer, then scalers:
+    Standard, Robust, MaxAbs, MinMax) ending with ``operator``'s, which computes them all;
+    the ones before it become Identity (see :func:`custom_converters`). skl2onnx's converters
+    compute each in float32 with float32 copies of the parameters. Trees after a scaler split
+    at values equal to training values (HistGradientBoosting, XGBoost and LightGBM all do),
+    so a float32 rounding there sends rows down the other branch: measured on integer-valued
+    columns, 78 of 120 XGBoost rows changed. Computed in float64 with the fitted float64
+    parameters and rounded once, the value is the one scikit-learn hands the tree.
     """
     from onnx import TensorProto
     from skl2onnx.algebra.onnx_ops import (
@@ -144,9 +144,9 @@ def _scaler_in_double(scope: Any, operator: Any, container: Any, fill: Any = Non
     )
     from skl2onnx.common.data_types import guess_proto_type
     from skl2onnx.operator_converters.common import concatenate_variables
+    from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 
-    op = operator.raw_operator
     opv = container.target_opset
     if len(operator.inputs) > 1:
         x: Any = concatenate_variables(scope, operator.inputs, container)
@@ -155,30 +155,30 @@ def _scaler_in_double(scope: Any, operator: Any, container: Any, fill: Any = Non
     out_type = guess_proto_type(operator.outputs[0].type)
     f64 = np.float64
     node: Any = OnnxCast(x, to=TensorProto.DOUBLE, op_version=opv)
-    if fill is not None:
-        node = OnnxWhere(
-            OnnxIsNaN(node, op_version=opv), np.asarray(fill, f64), node, op_version=opv
-        )
-    if isinstance(op, StandardScaler):
-        if op.with_mean:
-            node = OnnxSub(node, np.asarray(op.mean_, f64), op_version=opv)
-        if op.with_std:
+    for op in chain:
+        if isinstance(op, SimpleImputer):
+            fill = np.asarray(op.statistics_, f64)
+            node = OnnxWhere(OnnxIsNaN(node, op_version=opv), fill, node, op_version=opv)
+        elif isinstance(op, StandardScaler):
+            if op.with_mean:
+                node = OnnxSub(node, np.asarray(op.mean_, f64), op_version=opv)
+            if op.with_std:
+                node = OnnxDiv(node, np.asarray(op.scale_, f64), op_version=opv)
+        elif isinstance(op, RobustScaler):
+            if op.with_centering:
+                node = OnnxSub(node, np.asarray(op.center_, f64), op_version=opv)
+            if op.with_scaling:
+                node = OnnxDiv(node, np.asarray(op.scale_, f64), op_version=opv)
+        elif isinstance(op, MaxAbsScaler):
             node = OnnxDiv(node, np.asarray(op.scale_, f64), op_version=opv)
-    elif isinstance(op, RobustScaler):
-        if op.with_centering:
-            node = OnnxSub(node, np.asarray(op.center_, f64), op_version=opv)
-        if op.with_scaling:
-            node = OnnxDiv(node, np.asarray(op.scale_, f64), op_version=opv)
-    elif isinstance(op, MaxAbsScaler):
-        node = OnnxDiv(node, np.asarray(op.scale_, f64), op_version=opv)
-    elif isinstance(op, MinMaxScaler):
-        node = OnnxMul(node, np.asarray(op.scale_, f64), op_version=opv)
-        node = OnnxAdd(node, np.asarray(op.min_, f64), op_version=opv)
-        if op.clip:
-            low, high = (np.array(v, dtype=f64) for v in op.feature_range)
-            node = OnnxClip(node, low, high, op_version=opv)
-    else:  # pragma: no cover - only registered for the four classes above
-        raise TypeError(type(op).__name__)
+        elif isinstance(op, MinMaxScaler):
+            node = OnnxMul(node, np.asarray(op.scale_, f64), op_version=opv)
+            node = OnnxAdd(node, np.asarray(op.min_, f64), op_version=opv)
+            if op.clip:
+                low, high = (np.array(v, dtype=f64) for v in op.feature_range)
+                node = OnnxClip(node, low, high, op_version=opv)
+        else:  # pragma: no cover - chains hold only the classes above
+            raise TypeError(type(op).__name__)
     cast = OnnxCast(node, to=out_type, op_version=opv, output_names=[operator.outputs[0].full_name])
     cast.add_to(scope, container)
 
@@ -255,6 +255,25 @@ def _hist_thresholds(model: Any) -> Any:
     return shadow
 
 
+def _unnamed_features(model: Any) -> Any:
+    """A shallow copy of a fitted XGBoost model whose booster has no feature names.
+
+    Fitted on a DataFrame, the booster names its features after the columns, and
+    onnxmltools reads only ``f0, f1, ...``; the ONNX model takes them by position anyway.
+    """
+    import copy
+
+    booster = model.get_booster()
+    if booster.feature_names is None:
+        return model
+    shadow = copy.copy(model)
+    unnamed = booster.copy()
+    unnamed.feature_names = None
+    unnamed.feature_types = None
+    shadow._Booster = unnamed
+    return shadow
+
+
 def _numeric_imputer(imputer: Any) -> bool:
     """A SimpleImputer of NaN in numbers that keeps every column and adds no indicator."""
     stats = getattr(imputer, "statistics_", None)
@@ -273,11 +292,14 @@ def custom_converters(model: Any, nan_strings: bool) -> dict[type, Any]:
     """Converters for one ``convert_sklearn(model, custom_conversion_functions=...)`` call.
 
     - HistGradientBoosting: skl2onnx's own converter, given a container that writes its
-      booleans as integers (:class:`_BooleansAsIntegers`).
+      booleans as integers (:class:`_BooleansAsIntegers`) and thresholds that split float32
+      inputs as the float64 ones do (:func:`_hist_thresholds`); LightGBM likewise
+      (:class:`_DoubleThresholds`); XGBoost with its features unnamed
+      (:func:`_unnamed_features`).
     - StandardScaler, RobustScaler, MaxAbsScaler, MinMaxScaler: in float64
-      (:func:`_scaler_in_double`); a numeric SimpleImputer right before one in a Pipeline
-      becomes an Identity, and the scaler imputes its float64 statistics itself, so a filled
-      value is the imputer's, not its float32 rounding.
+      (:func:`_in_double`). Consecutive Pipeline steps of a numeric SimpleImputer and scalers
+      are computed together by the last one, the others becoming Identity, so a filled or
+      scaled value is not rounded to float32 between them.
     - ``nan_strings`` (the model learned NaN as the missing string, see
       :func:`training.steps.missing_strings`): a SimpleImputer of NaN in strings imputes ""
       instead (skl2onnx refuses NaN there), and encoders take "" for their NaN category.
@@ -303,16 +325,22 @@ def custom_converters(model: Any, nan_strings: bool) -> dict[type, Any]:
     from training.steps import walk
 
     scalers = (StandardScaler, RobustScaler, MaxAbsScaler, MinMaxScaler)
-    deferred: set[int] = set()
-    fills: dict[int, Any] = {}
+    deferred: set[int] = set()  # computed by a later step of their chain
+    chains: dict[int, list[Any]] = {}  # id of a chain's last step -> the chain
     for step in walk(model):
-        if isinstance(step.estimator, Pipeline):
-            parts = [s for _, s in step.estimator.steps]
-            for first, second in itertools.pairwise(parts):
-                fused = isinstance(first, SimpleImputer) and isinstance(second, scalers)
-                if fused and _numeric_imputer(first):
-                    deferred.add(id(first))
-                    fills[id(second)] = first.statistics_
+        if not isinstance(step.estimator, Pipeline):
+            continue
+        chain: list[Any] = []
+        for _, part in [*step.estimator.steps, ("end", None)]:
+            if isinstance(part, scalers) or (
+                not chain and isinstance(part, SimpleImputer) and _numeric_imputer(part)
+            ):
+                chain.append(part)
+                continue
+            if any(isinstance(p, scalers) for p in chain):
+                deferred.update(id(p) for p in chain[:-1])
+                chains[id(chain[-1])] = chain
+            chain = [part] if isinstance(part, SimpleImputer) and _numeric_imputer(part) else []
 
     def hist(alias: str) -> Any:
         convert = get_converter(alias)
@@ -327,26 +355,41 @@ def custom_converters(model: Any, nan_strings: bool) -> dict[type, Any]:
 
         return converter
 
+    def xgboost(scope: Any, operator: Any, container: Any) -> Any:
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+
+        op = operator.raw_operator
+        operator.raw_operator = _unnamed_features(op)
+        try:
+            return convert_xgboost(scope, operator, container)
+        finally:
+            operator.raw_operator = op
+
     def lightgbm(scope: Any, operator: Any, container: Any) -> Any:
         from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
 
         return convert_lightgbm(scope, operator, _DoubleThresholds(container))
 
+    def identity(scope: Any, operator: Any, container: Any) -> None:
+        container.add_node(
+            "Identity",
+            operator.inputs[0].full_name,
+            operator.outputs[0].full_name,
+            name=scope.get_unique_operator_name("Identity"),
+        )
+
     def scaler(scope: Any, operator: Any, container: Any) -> None:
-        _scaler_in_double(scope, operator, container, fills.get(id(operator.raw_operator)))
+        op = operator.raw_operator
+        if id(op) in deferred:
+            return identity(scope, operator, container)
+        return _in_double(scope, operator, container, chains.get(id(op), [op]))
 
     impute = get_converter("SklearnSimpleImputer")
 
     def imputer(scope: Any, operator: Any, container: Any) -> Any:
         op = operator.raw_operator
         if id(op) in deferred:
-            container.add_node(
-                "Identity",
-                operator.inputs[0].full_name,
-                operator.outputs[0].full_name,
-                name=scope.get_unique_operator_name("Identity"),
-            )
-            return None
+            return identity(scope, operator, container)
         strings = isinstance(operator.inputs[0].type, StringTensorType)
         if not (strings and nan_strings and not isinstance(op.missing_values, str)):
             return impute(scope, operator, container)
@@ -369,10 +412,18 @@ def custom_converters(model: Any, nan_strings: bool) -> dict[type, Any]:
         return converter
 
     boosters: dict[type, Any] = {}
+    if importlib.util.find_spec("xgboost") is not None:
+        from xgboost import XGBClassifier, XGBRegressor
+
+        from training.boosting import LabelledXGBClassifier
+
+        boosters.update(
+            dict.fromkeys((XGBClassifier, XGBRegressor, LabelledXGBClassifier), xgboost)
+        )
     if importlib.util.find_spec("lightgbm") is not None:
         from lightgbm import LGBMClassifier, LGBMRegressor
 
-        boosters = dict.fromkeys((LGBMClassifier, LGBMRegressor), lightgbm)
+        boosters.update(dict.fromkeys((LGBMClassifier, LGBMRegressor), lightgbm))
     return {
         **boosters,
         HistGradientBoostingClassifier: hist("SklearnHistGradientBoostingClassifier"),

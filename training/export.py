@@ -173,7 +173,7 @@ def export_model(
         raise TrainingError(f"cannot export the model: {problem}")
     missing, _ = missing_strings(model)
     kind = model_score_kind(model, task)
-    order = _columns(model, features)
+    order = [name for name, _ in _columns(model, features)]
     kinds = dict(features)
     by_name = _takes_columns(model)
     if by_name:
@@ -230,10 +230,11 @@ def model_input(
                 frame[name] = column.where(column.notna() & (column != MISSING_STRING), np.nan)
     if _takes_columns(model):
         return frame
-    order = _columns(model, features)
+    pairs = _columns(model, features)
+    columns = frame[[name for name, _ in pairs]]
     if getattr(model, "feature_names_in_", None) is not None:
-        return frame[order]
-    return frame[order].to_numpy()
+        return columns.set_axis([column for _, column in pairs], axis=1)
+    return columns.to_numpy()
 
 
 def _first_step(model: Any) -> Any:
@@ -284,22 +285,29 @@ def _options(model: Any, kind: ScoreKind) -> dict[Any, Any]:
     return options
 
 
-def _columns(model: Any, features: list[tuple[str, FeatureKind]]) -> list[str]:
-    """The feature names in the order the model takes them (its ``feature_names_in_``)."""
+def _columns(model: Any, features: list[tuple[str, FeatureKind]]) -> list[tuple[str, str]]:
+    """(feature, column the model was fitted on), in the order the model takes them.
+
+    The model's ``feature_names_in_`` decide the order; LightGBM writes them with ``_`` for
+    spaces and punctuation, so a feature matches its column under that rule too.
+    """
     names = [name for name, _ in features]
     fitted = getattr(model, "feature_names_in_", None)
     if fitted is None:
-        return names
+        return [(name, name) for name in names]
     fitted = [str(c) for c in fitted]
-    if sorted(fitted) != sorted(names):
-        missing = [c for c in fitted if c not in names]
-        extra = [c for c in names if c not in fitted]
-        raise TrainingError(
-            "the features do not match the columns the model was fitted on"
-            + (f"; missing: {', '.join(map(repr, missing))}" if missing else "")
-            + (f"; not used by the model: {', '.join(map(repr, extra))}" if extra else "")
-        )
-    return fitted
+    if sorted(fitted) == sorted(names):
+        return [(name, name) for name in fitted]
+    plain = {re.sub(r"\W", "_", name): name for name in names}
+    if len(plain) == len(names) and sorted(plain) == sorted(fitted):
+        return [(plain[column], column) for column in fitted]
+    missing = [c for c in fitted if c not in names]
+    extra = [c for c in names if c not in fitted]
+    raise TrainingError(
+        "the features do not match the columns the model was fitted on"
+        + (f"; missing: {', '.join(map(repr, missing))}" if missing else "")
+        + (f"; not used by the model: {', '.join(map(repr, extra))}" if extra else "")
+    )
 
 
 def _onnx_type(kind: FeatureKind, width: int = 1) -> Any:
