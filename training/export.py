@@ -432,6 +432,26 @@ def _as_served(X: pd.DataFrame, features: list[tuple[str, FeatureKind]]) -> pd.D
     return served
 
 
+def _scaled_trees(model: Any) -> str:
+    """A hint for a failed verification of trees that split scaled values, else ""."""
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
+
+    from training.steps import walk
+
+    scalers = (StandardScaler, RobustScaler, MaxAbsScaler, MinMaxScaler)
+    steps = [step.estimator for step in walk(model)]
+    scaled = [type(s).__name__ for s in steps if isinstance(s, scalers)]
+    families = ("Forest", "Trees", "GradientBoosting", "DecisionTree", "XGB", "LGBM")
+    trees = any(family in type(s).__name__ for s in steps for family in families)
+    if not (scaled and trees):
+        return ""
+    return (
+        f"; the trees split values scaled by {scaled[0]}, at training values, and a number "
+        "served as float32 then scaled can fall on the other side of one: trees need no "
+        "scaling, so refit without the scaler"
+    )
+
+
 def verify(
     name: str,
     pipeline: Any,
@@ -506,7 +526,9 @@ def verify(
     )
     if not result.passed:
         summary = (
-            f"{mismatched} of {len(X)} labels differ, " if mismatched else ""
-        ) + f"max |diff| {result.max_abs_diff:.3g} vs atol {atol:g} + rtol {rtol:g}*|value|"
+            (f"{mismatched} of {len(X)} labels differ, " if mismatched else "")
+            + f"max |diff| {result.max_abs_diff:.3g} vs atol {atol:g} + rtol {rtol:g}*|value|"
+            + _scaled_trees(pipeline)
+        )
         raise VerificationError(name, summary, _worst_rows(X.index, ref, got, labels, worst))
     return result

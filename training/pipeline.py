@@ -65,7 +65,10 @@ def build_pipeline(spec: Spec, features: list[tuple[str, FeatureKind]]) -> Pipel
         parts.append(("categorical", encoder, categorical))
     for name in text:  # a string column name (not a list) hands TF-IDF a 1-D column
         parts.append((f"text_{name}", _text_vectorizer(spec), name))
-    pre = ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0 if not text else 0.3)
+    # TF-IDF is sparse; HistGradientBoosting takes only dense arrays, and XGBoost reads the
+    # zeros a sparse matrix leaves out as missing values, which the ONNX model cannot know
+    sparse = 0.3 if text and not info.name.startswith(("HistGradientBoosting", "XGB")) else 0.0
+    pre = ColumnTransformer(parts, remainder="drop", sparse_threshold=sparse)
     return Pipeline([("preprocess", pre), ("estimator", estimator)])
 
 

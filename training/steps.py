@@ -12,6 +12,7 @@ Kiln serves as ``""``, reaches the model (see :func:`training.export.export_mode
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -213,6 +214,37 @@ def _step_refusal(step: Step, known: set[type]) -> str | None:
     return None
 
 
+def _sparse_into_xgboost(model: Any) -> str | None:
+    """XGBoost after a step whose output is sparse: it reads the left-out zeros as missing."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    for step in walk(model):
+        if not isinstance(step.estimator, Pipeline):
+            continue
+        named = [(n, s) for n, s in step.estimator.steps if not isinstance(s, str | None)]
+        for (_, before), (name, after) in itertools.pairwise(named):
+            if not type(after).__name__.startswith(("XGB", "LabelledXGB")):
+                continue
+            sparse = (
+                (isinstance(before, ColumnTransformer) and bool(before.sparse_output_))
+                or (isinstance(before, OneHotEncoder) and bool(before.sparse_output))
+                or isinstance(before, CountVectorizer)
+            )
+            if sparse:
+                place = Step((*step.path, name), after).place
+                return (
+                    f"{place}: XGBoost reads the zeros a sparse matrix leaves out as missing "
+                    f"values, and the {type(before).__name__} before it outputs one, so "
+                    "ONNX (which sees zeros) would answer differently; make that output dense "
+                    "(ColumnTransformer(sparse_threshold=0) or "
+                    "OneHotEncoder(sparse_output=False)) and refit"
+                )
+    return None
+
+
 def refusal(model: Any) -> str | None:
     """Why ``model`` cannot be exported faithfully (the first such step), or None."""
     from skl2onnx._supported_operators import sklearn_operator_name_map
@@ -230,4 +262,4 @@ def refusal(model: Any) -> str | None:
         reason = _step_refusal(step, known)
         if reason is not None:
             return reason
-    return missing_strings(model)[1]
+    return _sparse_into_xgboost(model) or missing_strings(model)[1]

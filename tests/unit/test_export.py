@@ -385,3 +385,38 @@ def test_a_booster_fitted_on_a_frame_exports_alone(library: str) -> None:
     assert exported.inputs == {"c": "c", "a b": "a_b"}
     result = verify("t", model, exported, X, features, Task.regression, atol=1e-4, rtol=1e-6)
     assert result.passed
+
+
+def test_verify_fails_for_another_model_and_says_why_trees_after_a_scaler_can_differ(
+    frame: tuple[pd.DataFrame, np.ndarray],
+) -> None:
+    # the float32 second look (verify's docstring) does not hide a model that answers otherwise
+    from kiln.errors import VerificationError
+
+    X, y = frame
+    steps = [("impute", SimpleImputer()), ("scale", StandardScaler())]
+    model = _pipeline(steps, HistGradientBoostingClassifier(max_iter=10)).fit(X, y)
+    other = _pipeline(steps, HistGradientBoostingClassifier(max_iter=10)).fit(X, y[::-1])
+    exported = export_model(other, FEATURES, C, OPSET)
+    with pytest.raises(VerificationError) as info:
+        _verify(model, exported, _served(X))
+    message = str(info.value)
+    assert "labels differ" in message and "Worst rows:" in message
+    assert "the trees split values scaled by StandardScaler" in message
+
+
+def test_xgboost_after_a_sparse_output_is_refused(frame: tuple[pd.DataFrame, np.ndarray]) -> None:
+    from xgboost import XGBRegressor
+
+    X, y = frame
+    preprocess = ColumnTransformer(
+        [("num", SimpleImputer(), NUMERIC), ("cat", OneHotEncoder(), ["colour"])],
+        sparse_threshold=1.0,  # sparse whatever the density
+    )
+    model = Pipeline([("preprocess", preprocess), ("model", XGBRegressor(n_estimators=3))])
+    model.fit(X, (y == "yes").astype(float))
+    with pytest.raises(TrainingError) as info:
+        export_model(model, FEATURES, Task.regression, OPSET)
+    assert "model: XGBRegressor: XGBoost reads the zeros a sparse matrix leaves out" in str(
+        info.value
+    )
