@@ -11,6 +11,7 @@ user's own pipeline per family, fitted with scikit-learn alone and exported with
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,17 @@ from training.run import load_checked, split
 from training.spec import DEFAULT_ATOL, DEFAULT_RTOL, parse_spec
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _one_openmp_thread() -> Iterator[None]:
+    """HistGradientBoosting on one OpenMP thread: on a busy machine its threads wait on each
+    other (a 30-tree fit took 4 s instead of 0.06 s); the answers are the same."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="openmp"):
+        yield
+
 
 FEATURES = {
     "size cm": "numeric",

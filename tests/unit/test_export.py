@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,16 @@ OPSET = {"": 18, "ai.onnx.ml": 3}
 NUMERIC = ["size", "weight"]
 FEATURES = [(n, FeatureKind.numeric) for n in NUMERIC] + [("colour", FeatureKind.categorical)]
 C = Task.classification
+
+
+@pytest.fixture(autouse=True)
+def _one_openmp_thread() -> Iterator[None]:
+    """HistGradientBoosting on one OpenMP thread: on a busy machine its threads wait on each
+    other (a 30-tree fit took 4 s instead of 0.06 s); the answers are the same."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="openmp"):
+        yield
 
 
 @pytest.fixture(scope="module")
