@@ -319,9 +319,15 @@ def _bad_inputs(d: Path, fitted: Fitted) -> dict[str, tuple[list[str], str]]:
     )
     relabelled.to_csv(d / "relabelled.csv", index=False)
     skops.io.dump(fitted.classifier, d / "clf.skops")
-    if not (d / "pyfunc").exists():
+    if not (d / "pyfunc").exists():  # a python_function model only (a loader module, a file)
+        (d / "pyfunc-data.json").write_text("{}")
         with _mlflow() as mlflow:
-            mlflow.pyfunc.save_model(str(d / "pyfunc"), python_model=_echo, pip_requirements=[])
+            mlflow.pyfunc.save_model(
+                str(d / "pyfunc"),
+                loader_module="json",
+                data_path=str(d / "pyfunc-data.json"),
+                pip_requirements=[],
+            )
     spline = pipeline(
         RandomForestClassifier(n_estimators=3, random_state=0),
         [SimpleImputer(), SplineTransformer()],
@@ -365,10 +371,6 @@ def _bad_inputs(d: Path, fitted: Fitted) -> dict[str, tuple[list[str], str]]:
         ),
         "no such file": (["missing.joblib", *sample], "missing.joblib: file not found"),
     }
-
-
-def _echo(model_input):  # type: ignore[no-untyped-def]  # a pyfunc model; MLflow reads hints
-    return model_input
 
 
 def _store() -> dict[str, Any]:
