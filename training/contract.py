@@ -36,7 +36,7 @@ from sklearn.utils.metaestimators import available_if
 from kiln.artifact import DataFile, FeatureKind, Task
 from kiln.errors import DataError
 from kiln.values import MISSING_STRING
-from training.data import _fingerprint, _read_file, _typed_features
+from training.data import fingerprint, read_file, typed_features
 from training.spec import Spec
 
 __all__ = [
@@ -119,9 +119,9 @@ def _reader() -> Spec:
 def read_sample(path: Path, strings: set[str] | None = None) -> tuple[pd.DataFrame, DataFile]:
     """A CSV, TSV or Parquet sample, read as training reads data; ``strings``: columns read as
     written (declared categorical or text), never as numbers."""
-    frame = _read_file(path, _reader(), set(strings or ()))
+    frame = read_file(path, _reader(), set(strings or ()))
     frame.columns = [str(c) for c in frame.columns]
-    return frame, _fingerprint(path, len(frame))
+    return frame, fingerprint(path, len(frame))
 
 
 def frame_file(frame: pd.DataFrame) -> DataFile:
@@ -253,7 +253,7 @@ def as_served(sample: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     missing value), but numbers keep the sample's float64 precision: the ONNX model gets them
     as float32 (as it gets a request's numbers), the imported model as they were written.
     """
-    typed = _typed_features(sample, contract.features)
+    typed = typed_features(sample, contract.features)
     for name, kind in contract.features:
         if kind is FeatureKind.numeric:
             typed[name] = pd.to_numeric(sample[name]).astype("float64")

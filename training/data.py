@@ -22,7 +22,7 @@ from kiln.errors import DataError, SpecError
 from kiln.values import MISSING_STRING
 from training.spec import Spec
 
-__all__ = ["Dataset", "load_dataset", "resolve_paths"]
+__all__ = ["Dataset", "fingerprint", "load_dataset", "read_file", "resolve_paths", "typed_features"]
 
 _MISMATCH = "does not match the data"  # SpecError verdict for data-dependent checks
 _BUNDLED_TARGETS = {
@@ -76,7 +76,13 @@ def _bundled(name: str) -> tuple[pd.DataFrame, list[DataFile]]:
     return frame, [DataFile(source=f"sklearn:{name}", sha256=digest.hexdigest(), rows=len(frame))]
 
 
-def _read_file(path: Path, spec: Spec, text_columns: set[str]) -> pd.DataFrame:
+def read_file(path: Path, spec: Spec, text_columns: set[str]) -> pd.DataFrame:
+    """One CSV, TSV or Parquet file as written, read by ``spec.data``'s rules.
+
+    Only an empty field is missing; ``text_columns`` (and every column, when ``"*"`` takes a
+    string kind) are read as the strings the file holds, never as numbers. A file that is
+    absent, unreadable or empty is a :class:`DataError` naming it.
+    """
     # `"*": categorical` (or text) takes columns not named: read them all as written; numeric
     # features are converted below either way
     all_strings = spec.features.get("*") not in (None, FeatureKind.numeric)
@@ -121,7 +127,8 @@ def _read_file(path: Path, spec: Spec, text_columns: set[str]) -> pd.DataFrame:
     return frame
 
 
-def _fingerprint(path: Path, rows: int) -> DataFile:
+def fingerprint(path: Path, rows: int) -> DataFile:
+    """Where a data file came from: its path, SHA-256, row count and modification time."""
     modified = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
     return DataFile(source=str(path), sha256=file_sha256(path), rows=rows, modified=modified)
 
@@ -151,7 +158,13 @@ def _resolve_features(spec: Spec, columns: list[str]) -> list[tuple[str, Feature
     return resolved
 
 
-def _typed_features(frame: pd.DataFrame, features: list[tuple[str, FeatureKind]]) -> pd.DataFrame:
+def typed_features(frame: pd.DataFrame, features: list[tuple[str, FeatureKind]]) -> pd.DataFrame:
+    """The feature columns typed as the served model takes them.
+
+    Numeric features become float32 (NaN where missing); categorical and text features the
+    strings the file holds (``""`` where missing). Non-numeric values in a numeric feature and
+    values that overflow float32 are a :class:`SpecError` naming every such feature.
+    """
     out: dict[str, pd.Series] = {}
     problems: list[tuple[str, str]] = []
     for name, kind in features:
@@ -259,9 +272,9 @@ def load_dataset(spec: Spec, paths: list[Path]) -> Dataset:
         }
         frames, files = [], []
         for path in paths:
-            part = _read_file(path, spec, text_columns)
+            part = read_file(path, spec, text_columns)
             frames.append(part)
-            files.append(_fingerprint(path, len(part)))
+            files.append(fingerprint(path, len(part)))
         first = list(frames[0].columns)
         for path, part in zip(paths[1:], frames[1:], strict=True):
             missing = [c for c in first if c not in part.columns]
@@ -280,6 +293,6 @@ def load_dataset(spec: Spec, paths: list[Path]) -> Dataset:
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     features = _resolve_features(spec, columns)
-    X = _typed_features(frame, features)
+    X = typed_features(frame, features)
     y = _typed_target(frame, spec, ", ".join(f.source for f in files))
     return Dataset(X=X, y=y, features=features, files=files)

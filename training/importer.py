@@ -52,7 +52,7 @@ from training.register import register
 from training.run import write_training_report
 from training.settings import TrainingSettings
 from training.sources import Loaded, load_source, loaded_object
-from training.spec import _NAME, DEFAULT_ATOL, DEFAULT_RTOL, GateRule, metrics_for
+from training.spec import DEFAULT_ATOL, DEFAULT_RTOL, MODEL_NAME, GateRule, metrics_for
 from training.stats import feature_stats
 
 __all__ = ["import_model"]
@@ -67,7 +67,7 @@ def _quiet(_: str) -> None:
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not MODEL_NAME.match(name):
         raise SpecError(
             [
                 (

@@ -22,6 +22,7 @@ __all__ = [
     "BUNDLED_DATASETS",
     "CLASSIFICATION_METRICS",
     "LOWER_IS_BETTER",
+    "MODEL_NAME",
     "REGRESSION_METRICS",
     "DataSpec",
     "EstimatorSpec",
@@ -52,7 +53,9 @@ _KEY_METRIC = {Task.classification: "roc_auc", Task.regression: "r2"}
 BUNDLED_DATASETS = ("breast_cancer", "diabetes", "iris", "wine")
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-6
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+"""A valid model name: 1-63 lower-case letters, digits, '.', '_' or '-', starting and ending
+with a letter or digit (a spec's ``name``, ``kiln import --name``)."""
 _GATE = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -280,7 +283,7 @@ class Spec(_Spec):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not MODEL_NAME.match(value):
             raise ValueError(
                 f"{value!r} is not a valid model name: use 1-63 lower-case letters, digits, "
                 "'.', '_' or '-', starting and ending with a letter or digit"
