@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kiln.artifact import FeatureKind, Task
 from kiln.errors import SpecError
 from training.estimators import ESTIMATORS
+from training.steps import TFIDF_OPTIONS, unfaithful_tfidf
 
 __all__ = [
     "BUNDLED_DATASETS",
@@ -115,10 +116,9 @@ class EstimatorSpec(_Spec):
 class TextSpec(_Spec):
     """TF-IDF settings for text features: only those skl2onnx converts faithfully.
 
-    Measured with skl2onnx 1.20 / ONNX Runtime 1.32 on the SMS data: bigrams
-    (``ngram_range: [1, 2]``) and ``sublinear_tf`` change up to 95% of the outputs (by up to
-    0.8), and custom token patterns or ``char_wb`` analyzers do not load or disagree, so the
-    spec refuses them instead of registering a model that answers differently when served.
+    The options it converts into different answers (:data:`training.steps.TFIDF_OPTIONS`,
+    measured there) are refused unless set to scikit-learn's default, instead of registering
+    a model that answers differently when served.
     """
 
     max_features: int | None = Field(default=None, gt=0)
@@ -133,20 +133,11 @@ class TextSpec(_Spec):
     def _unfaithful(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        refused = {
-            "ngram_range": "bigrams and longer n-grams",
-            "sublinear_tf": "sublinear term frequencies",
-            "token_pattern": "custom token patterns",
-            "analyzer": "character analyzers",
-        }
-        harmless = ([1, 1], (1, 1), False, None, "word")  # scikit-learn's defaults
-        for key, what in refused.items():
-            if key in value and value[key] not in harmless:
-                raise ValueError(
-                    f"{key}: {what} are not converted faithfully by skl2onnx (ONNX Runtime "
-                    "would answer differently from scikit-learn); remove it"
-                )
-        return {k: v for k, v in value.items() if k not in refused}
+        found = unfaithful_tfidf(value)
+        if found is not None:
+            key, _ = found
+            raise ValueError(f"{key}: {TFIDF_OPTIONS[key].why}; remove it")
+        return {k: v for k, v in value.items() if k not in TFIDF_OPTIONS}
 
 
 def metrics_for(task: Task) -> tuple[str, ...]:

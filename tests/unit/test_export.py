@@ -172,6 +172,8 @@ def test_histgradientboosting_from_dtype_without_categories_exports(
         (TfidfVectorizer(ngram_range=(1, 2)), "ngram_range=(1, 2): bigrams"),
         (TfidfVectorizer(sublinear_tf=True), "sublinear_tf=True: sublinear term frequencies"),
         (TfidfVectorizer(analyzer="char"), "analyzer='char': character analyzers"),
+        (TfidfVectorizer(strip_accents="ascii"), "strip_accents='ascii': accent stripping"),
+        (TfidfVectorizer(token_pattern=r"\w+"), r"token_pattern='\\w+': custom token patterns"),
     ],
 )
 def test_unfaithful_tfidf_options_are_refused(vectorizer: Any, expected: str) -> None:

@@ -26,6 +26,7 @@ from training.spec import (
     metrics_for,
     parse_spec,
 )
+from training.steps import TFIDF_OPTIONS
 
 BASE: dict[str, Any] = {
     "name": "m",
@@ -176,6 +177,30 @@ def test_text_unigrams_are_accepted() -> None:
 def test_text_sublinear_tf_false_is_accepted() -> None:
     spec = parse_spec(raw(text={"sublinear_tf": False}))
     assert spec.text == TextSpec()
+
+
+# A value of each refused TF-IDF option that skl2onnx converts into different answers
+UNFAITHFUL_TFIDF = {
+    "ngram_range": [1, 2],
+    "sublinear_tf": True,
+    "token_pattern": r"\w+",
+    "analyzer": "char",
+    "tokenizer": "str.split",
+    "preprocessor": "str.lower",
+    "strip_accents": "ascii",
+}
+
+
+def test_every_refused_tfidf_option_is_tried() -> None:
+    assert set(UNFAITHFUL_TFIDF) == set(TFIDF_OPTIONS)
+
+
+@pytest.mark.parametrize("key", sorted(TFIDF_OPTIONS))
+def test_text_follows_the_export_rule_for_tfidf_options(key: str) -> None:
+    """The spec refuses what the export of a fitted TfidfVectorizer refuses, for one reason."""
+    assert parse_spec(raw(text={key: TFIDF_OPTIONS[key].default})).text == TextSpec()
+    problems = problems_of({"text": {key: UNFAITHFUL_TFIDF[key]}})
+    assert problems == [("text", f"{key}: {TFIDF_OPTIONS[key].why}; remove it")]
 
 
 def test_spec_defaults() -> None:
