@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from kiln.artifact import METADATA_FILE, read_metadata
+from training.report.render import summary
 from training.report.sentences import (
     accuracy_sentence,
     comparison_sentence,
@@ -94,6 +98,37 @@ def test_multiclass_mistakes_name_the_most_common_confusion() -> None:
     )
 
 
+def test_mistakes_of_an_imported_model_are_on_its_sample_not_a_holdout() -> None:
+    """Kiln measured an imported model on the sample given at import, which the model may
+    have been fitted on: the sentence claims no unseen cases."""
+    text = mistakes_sentence([[295, 56], [81, 168]], ["no", "yes"], "yes", imported=True)
+    assert text == (
+        "Checked on the 600 sample cases given at import (Kiln does not know whether the model "
+        "saw them in training), it raised 56 false alarms (said 'yes' when the answer was 'no') "
+        "and missed 81 'yes' cases."
+    )
+    assert mistakes_sentence([[1, 0], [0, 0]], ["a", "b"], imported=True).startswith(
+        "Checked on the 1 sample case given at import"
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "start"),
+    [
+        (1, "Tested on 600 cases it had not seen in training, "),  # trained from a spec
+        (2, "Checked on the 400 sample cases given at import "),  # kiln import
+    ],
+)
+def test_the_report_says_where_the_mistakes_were_counted(
+    version: int, start: str, tmp_path: Path
+) -> None:
+    testdata = Path(__file__).resolve().parents[1] / "testdata"
+    shutil.copy(testdata / f"metadata-v{version}.json", tmp_path / METADATA_FILE)
+    meta = read_metadata(tmp_path)
+    assert meta.imported is (version == 2)
+    assert dict(summary(meta, None))["mistakes"].startswith(start)
+
+
 def test_drivers_are_the_top_three_that_matter() -> None:
     ranked = [("age", 0.01), ("contract", 0.17), ("tenure", 0.05), ("plan", -0.001), ("fee", 0.04)]
     assert drivers_sentence(ranked) == "Its answers depend most on contract, then tenure and fee."
@@ -156,6 +191,7 @@ def test_data_sentences() -> None:
     assert missing_sentence({"a": (0, 100), "b": (0, 100)}) == (
         "No values are missing in the training data."
     )
+    assert missing_sentence({"a": (0, 100)}, "sample") == "No values are missing in the sample."
     assert missing_sentence({"a": (12, 100), "b": (3, 100), "c": (0, 100)}) == (
         "2 of 3 features have missing values, which the model fills in; the most is a "
         "(12% of cases missing)."

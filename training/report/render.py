@@ -101,7 +101,7 @@ def summary(meta: ModelMetadata, holdout: Holdout | None) -> list[tuple[str, str
                 found.append(("precision", precision_sentence(precision, positive)))
             if (recall := ev.metrics.get("recall")) is not None:
                 found.append(("recall", recall_sentence(recall, positive)))
-        found.append(("mistakes", mistakes_sentence(matrix, classes, positive)))
+        found.append(("mistakes", mistakes_sentence(matrix, classes, positive, meta.imported)))
     elif meta.task is Task.regression:
         mae, base_mae = ev.metrics.get("mae"), ev.baseline.get("mae")
         if mae is not None and base_mae is not None:
@@ -353,7 +353,7 @@ def _data_section(meta: ModelMetadata) -> str:
     sentences = [
         ("data", data_sentence(ev.train_rows, ev.holdout_rows)),
         ("files", files_sentence(sources, modified)),
-        ("missing", missing_sentence(missing)),
+        ("missing", missing_sentence(missing, "sample" if meta.imported else "training data")),
     ]
     if meta.imported:  # fitted elsewhere: the data it learned from is not known
         checked = meta.verification.rows

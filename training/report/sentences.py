@@ -113,12 +113,24 @@ def recall_sentence(recall: float, positive: Any, items: str = ITEMS) -> str:
 
 
 def mistakes_sentence(
-    matrix: Sequence[Sequence[int]], classes: Sequence[Any], positive: Any = None
+    matrix: Sequence[Sequence[int]],
+    classes: Sequence[Any],
+    positive: Any = None,
+    imported: bool = False,
 ) -> str:
     """What its mistakes on the holdout are, in counts: false alarms and misses (binary), or
-    the most frequent confusion (several classes)."""
+    the most frequent confusion (several classes).
+
+    ``imported``: the model was fitted elsewhere and measured on the sample given at import,
+    which it may have learned from; the sentence says so instead of claiming a holdout.
+    """
     total = sum(sum(row) for row in matrix)
-    seen = f"Tested on {count(total, 'case')} it had not seen in training"
+    seen = (
+        f"Checked on the {count(total, 'sample case')} given at import (Kiln does not know "
+        "whether the model saw them in training)"
+        if imported
+        else f"Tested on {count(total, 'case')} it had not seen in training"
+    )
     if len(classes) == 2 and positive is not None:
         p = classes.index(positive)
         n = 1 - p
@@ -198,11 +210,12 @@ def files_sentence(sources: Sequence[str], modified: Sequence[datetime]) -> str:
     return f"It was trained on {files}, last changed between {first:%d %B %Y} and {last:%d %B %Y}."
 
 
-def missing_sentence(missing: dict[str, tuple[int, int]]) -> str:
-    """``missing`` maps each feature to (missing count, rows)."""
+def missing_sentence(missing: dict[str, tuple[int, int]], data: str = "training data") -> str:
+    """``missing`` maps each feature to (missing count, rows) in ``data`` (for an imported
+    model: "sample", the rows given at import)."""
     gaps = {name: m / rows for name, (m, rows) in missing.items() if m and rows}
     if not gaps:
-        return "No values are missing in the training data."
+        return f"No values are missing in the {data}."
     worst = max(gaps, key=lambda name: gaps[name])
     have = "has" if len(gaps) == 1 else "have"
     return (
