@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.artifact import FeatureKind, Stage, Task, file_sha256
+from kiln.artifact import DataFile, FeatureKind, Stage, Task, file_sha256
 from kiln.errors import DataError, KilnError, TrainingError
 from kiln.production import (
     Decision,
@@ -50,11 +50,19 @@ from training.spec import LOWER_IS_BETTER, Spec
 
 __all__ = [
     "MIN_COMPARISON_ROWS",
+    "Attempt",
+    "Terms",
     "beats",
     "check_labels",
+    "comparer",
     "comparison_rows",
+    "conclude",
+    "earlier_failure",
     "holdout_score",
     "new_files",
+    "nothing_new",
+    "recorded",
+    "refuse_unknown_labels",
     "retrain",
     "watch",
 ]
@@ -66,6 +74,30 @@ MIN_COMPARISON_ROWS = 30  # fewer unseen holdout rows than this: the champion st
 
 def _quiet(_: str) -> None:
     return None
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What the champion/challenger decision needs to know, whoever made the challenger
+    (a spec, or a refit of an imported model: training/refit.py)."""
+
+    name: str
+    task: Task
+    metric: str  # the primary metric
+    margin: float = 0.0
+    positive_class: str | int | None = None
+    allow_new_classes: str | None = None  # how to allow new classes, named in the refusal
+
+    @classmethod
+    def of(cls, spec: Spec) -> Terms:
+        return cls(
+            name=spec.name,
+            task=spec.task,
+            metric=spec.primary_metric,
+            margin=spec.promotion.margin,
+            positive_class=spec.evaluation.positive_class,
+            allow_new_classes="set `promotion.allow_new_classes: true` in the spec",
+        )
 
 
 def new_files(paths: list[Path], champion: StoredModel | None) -> list[Path]:
@@ -95,11 +127,11 @@ def new_files(paths: list[Path], champion: StoredModel | None) -> list[Path]:
     return fresh
 
 
-def _sources(dataset: Dataset, rows: np.ndarray) -> list[str]:
+def _sources(files: list[DataFile], rows: np.ndarray) -> list[str]:
     """The files that hold the rows where ``rows`` (a boolean mask) is true."""
     found: list[str] = []
     start = 0
-    for file in dataset.files:
+    for file in files:
         if rows[start : start + file.rows].any():
             found.append(file.source)
         start += file.rows
@@ -113,26 +145,36 @@ def check_labels(spec: Spec, dataset: Dataset, champion: StoredModel | None) -> 
     class of its own; the DataError names the labels, their rows and files, and the classes
     the champion knows. ``promotion.allow_new_classes: true`` accepts them.
     """
-    if spec.task is not Task.classification or champion is None:
+    if spec.promotion.allow_new_classes:
+        return
+    refuse_unknown_labels(Terms.of(spec), spec.target, dataset.y, dataset.files, champion)
+
+
+def refuse_unknown_labels(
+    terms: Terms, target: str, y: Any, files: list[DataFile], champion: StoredModel | None
+) -> None:
+    """The rule of :func:`check_labels`: labels ``y`` (the rows of ``files``, in order) that
+    are not classes of ``champion`` are a DataError naming them and how to allow them."""
+    if terms.task is not Task.classification or champion is None:
         return
     known = list(champion.metadata.classes or [])
-    if not known or spec.promotion.allow_new_classes:
+    if not known:
         return
-    unknown = ~dataset.y.isin(known).to_numpy()
+    unknown = ~y.isin(known).to_numpy()
     if not unknown.any():
         return
-    labels = sorted({v.item() if hasattr(v, "item") else v for v in dataset.y[unknown]}, key=str)
+    labels = sorted({v.item() if hasattr(v, "item") else v for v in y[unknown]}, key=str)
     shown = ", ".join(repr(v) for v in labels[:10]) + (" …" if len(labels) > 10 else "")
     raise DataError(
-        f"{spec.target!r} holds labels {champion.tag} was not trained on: {shown} "
+        f"{target!r} holds labels {champion.tag} was not trained on: {shown} "
         f"({int(unknown.sum()):,} rows); it knows {', '.join(map(repr, known))}. Fix their "
-        "spelling, or set `promotion.allow_new_classes: true` in the spec if the class set "
+        f"spelling, or {terms.allow_new_classes or 'allow new classes'} if the class set "
         "may grow; nothing was trained",
-        source=", ".join(_sources(dataset, unknown)),
+        source=", ".join(_sources(files, unknown)),
     )
 
 
-def holdout_score(model: StoredModel, spec: Spec, X: Any, y: Any, metric: str) -> float | None:
+def holdout_score(model: StoredModel, terms: Terms, X: Any, y: Any, metric: str) -> float | None:
     """``metric`` of a stored (ONNX) model on holdout rows ``X``, ``y``.
 
     None when the model takes features ``X`` lacks, or the metric is not defined for it
@@ -149,18 +191,14 @@ def holdout_score(model: StoredModel, spec: Spec, X: Any, y: Any, metric: str) -
         for f in meta.features
     }
     outputs = ModelRuntime(model, default_providers()).run(columns)
-    if spec.task is Task.regression:
+    if terms.task is Task.regression:
         return regression_metrics(y, outputs["prediction"].ravel())[metric]
     classes = list(meta.classes or [])
     probabilistic = "probabilities" in outputs
     scores = np.asarray(outputs["probabilities" if probabilistic else "scores"], np.float64)
     if probabilistic:  # float32 rows sum to 1 only within rounding; log loss wants exactly 1
         scores = scores / scores.sum(axis=1, keepdims=True)
-    positive = (
-        spec.evaluation.positive_class
-        if spec.evaluation.positive_class is not None
-        else classes[-1]
-    )
+    positive = terms.positive_class if terms.positive_class is not None else classes[-1]
     found, _ = classification_metrics(y, outputs["label"], scores, classes, positive, probabilistic)
     return found[metric]
 
@@ -218,18 +256,18 @@ def _already_tried(
 
 
 def _compare(
-    spec: Spec, challenger: StoredModel, champion: StoredModel, X: Any, y: Any
+    terms: Terms, challenger: StoredModel, champion: StoredModel, X: Any, y: Any
 ) -> tuple[bool, str, float | None, float | None]:
     """(promote?, the reason, challenger's score, champion's score)."""
-    metric, margin = spec.primary_metric, spec.promotion.margin
+    metric, margin = terms.metric, terms.margin
     rows = f"{len(X):,} holdout rows neither model was trained on"
-    if spec.task is Task.classification:
+    if terms.task is Task.classification:
         grown = set(challenger.metadata.classes or []) - set(champion.metadata.classes or [])
         if grown:  # only with promotion.allow_new_classes (check_labels)
             shown = ", ".join(repr(c) for c in sorted(grown, key=str))
             return (
                 True,
-                f"new classes {shown} (promotion.allow_new_classes): {champion.tag} cannot "
+                f"new classes {shown} (allowed): {champion.tag} cannot "
                 f"answer them, so {metric} is not compared; promoted on its quality gate",
                 None,
                 None,
@@ -250,7 +288,7 @@ def _compare(
             None,
             None,
         )
-    if spec.task is Task.classification and y.nunique() < 2:
+    if terms.task is Task.classification and y.nunique() < 2:
         return (
             False,
             f"the {rows} hold a single class ({y.iloc[0]!r}): {metric} cannot compare them; "
@@ -258,8 +296,8 @@ def _compare(
             None,
             None,
         )
-    new = holdout_score(challenger, spec, X, y, metric)
-    old = holdout_score(champion, spec, X, y, metric)
+    new = holdout_score(challenger, terms, X, y, metric)
+    old = holdout_score(champion, terms, X, y, metric)
     if new is None or old is None:
         who = challenger.tag if new is None else champion.tag
         return False, f"{who} has no {metric} on the {rows}; {champion.tag} stays", new, old
@@ -274,7 +312,7 @@ def _compare(
 
 
 def _decide(
-    spec: Spec,
+    terms: Terms,
     challenger: StoredModel,
     champion: StoredModel | None,
     X: Any,
@@ -294,13 +332,13 @@ def _decide(
         reasons.append("there is no production model yet")
         promoted = True
     else:
-        promoted, reason, new_score, old_score = _compare(spec, challenger, champion, X, y)
+        promoted, reason, new_score, old_score = _compare(terms, challenger, champion, X, y)
         reasons.append(reason)
     return Decision(
         promoted=promoted,
         challenger=challenger.tag,
         champion=champion.tag if champion else None,
-        metric=spec.primary_metric,
+        metric=terms.metric,
         challenger_score=new_score,
         champion_score=old_score,
         reasons=reasons,
@@ -311,7 +349,8 @@ def _failure(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, KilnError) else f"{type(exc).__name__}: {exc}"
 
 
-def _earlier_failure(record: RunRecord | None, digests: list[str]) -> str | None:
+def earlier_failure(record: RunRecord | None, digests: list[str]) -> str | None:
+    """The reason line saying the last run failed (on this data or other), or None."""
     if record is None or record.last.status != "failed":
         return None
     data = "on this data " if sorted(record.last.data) == sorted(digests) else ""
@@ -322,12 +361,126 @@ def _earlier_failure(record: RunRecord | None, digests: list[str]) -> str | None
 
 
 @dataclass
-class _Attempt:
+class Attempt:
     """How far a run got: the data it read, the version it put in the store."""
 
     earlier: RunRecord | None
     digests: list[str] = field(default_factory=list)
     registered: str | None = None
+    decided: list[Decision] = field(default_factory=list)
+
+
+def recorded(name: str, run: Callable[[Attempt], Decision]) -> Decision:
+    """``run(attempt)``, its outcome kept in the run record of ``name``.
+
+    A run that fails is recorded as failed, and a version it registered is taken out again;
+    a KilnError is raised as it is, anything else as a TrainingError.
+    """
+    attempt = Attempt(earlier=last_run(name))
+    try:
+        decision = run(attempt)
+    except Exception as exc:
+        left = None
+        if attempt.registered:  # registered, then a later step failed: take it out again
+            try:
+                unregister(attempt.registered)
+            except Exception:
+                left = attempt.registered.partition(":")[2]
+        error = _failure(exc)
+        failed = Run(
+            status="failed",
+            at=datetime.now(UTC),
+            data=attempt.digests,
+            challenger=attempt.registered if left else None,
+            error=error,
+        )
+        record_run(name, failed, left_behind=left)
+        if isinstance(exc, KilnError):
+            raise
+        raise TrainingError(f"{name}: retraining failed: {error}") from exc
+    if decision.challenger is not None:
+        done = Run(
+            status="succeeded",
+            at=decision.at,
+            data=attempt.digests,
+            challenger=decision.challenger,
+            promoted=decision.promoted,
+        )
+        record_run(name, done)
+    return decision
+
+
+def nothing_new(
+    terms: Terms, champion: StoredModel | None, attempt: Attempt, fresh: list[Path] | None
+) -> Decision | None:
+    """The decision not to train when there is nothing new: no file the champion was not
+    trained on (``fresh`` empty), or a version already judged on exactly this data."""
+    if champion is not None and fresh is not None and not fresh:
+        return Decision(
+            promoted=False,
+            challenger=None,
+            champion=champion.tag,
+            metric=terms.metric,
+            reasons=[f"no new data: {champion.tag} was trained on every file given"],
+        )
+    if fresh is None or not attempt.digests:
+        return None
+    failed = set(attempt.earlier.failed_versions) if attempt.earlier else set()
+    tried = _already_tried(terms.name, set(attempt.digests), champion, failed)
+    if tried is None:
+        return None
+    return Decision(
+        promoted=False,
+        challenger=None,
+        champion=champion.tag if champion else None,
+        metric=terms.metric,
+        reasons=[f"{tried.tag} was already trained on exactly this data and not promoted"],
+    )
+
+
+def comparer(
+    terms: Terms,
+    champion: StoredModel | None,
+    X: Any,
+    y: Any,
+    reasons: list[str],
+    attempt: Attempt,
+    on_step: Step,
+) -> Callable[[StoredModel], None]:
+    """The registration check (:func:`training.register.register`) that decides, on the
+    rows ``X``, ``y``, before the challenger enters the store: a failure registers nothing.
+    The decision is written beside the challenger and kept in ``attempt.decided``."""
+
+    def compare(challenger: StoredModel) -> None:
+        on_step(f"Comparing with {champion.tag if champion else 'nothing (first version)'}")
+        try:
+            decision = _decide(terms, challenger, champion, X, y, reasons)
+        except KilnError:
+            raise
+        except Exception as exc:
+            raise TrainingError(
+                f"{terms.name}: comparing {challenger.tag} with "
+                f"{champion.tag if champion else 'nothing'} failed: {_failure(exc)}; "
+                "nothing was registered"
+            ) from exc
+        write_decision(challenger, decision)
+        attempt.decided.append(decision)
+
+    return compare
+
+
+def conclude(
+    stored: StoredModel, attempt: Attempt, settings: TrainingSettings, on_step: Step
+) -> Decision:
+    """After registration: promote when the comparison said so, then write the report."""
+    attempt.registered = stored.tag
+    decision = attempt.decided[0]
+    if decision.promoted:
+        promote(stored.tag, "; ".join(decision.reasons))
+    if settings.reports_dir is not None:
+        on_step("Writing the report")
+        write_training_report(stored, settings.reports_dir)  # reports its own failure
+    return decision
 
 
 def retrain(
@@ -343,38 +496,9 @@ def retrain(
     Raises a KilnError when the run fails (it is then recorded as failed, and nothing it
     trained stays in the store); an unexpected error is raised as a TrainingError.
     """
-    attempt = _Attempt(earlier=last_run(spec.name))
-    try:
-        decision = _retrain(spec, spec_path, data, settings, on_step, attempt)
-    except Exception as exc:
-        left = None
-        if attempt.registered:  # registered, then a later step failed: take it out again
-            try:
-                unregister(attempt.registered)
-            except Exception:
-                left = attempt.registered.partition(":")[2]
-        error = _failure(exc)
-        run = Run(
-            status="failed",
-            at=datetime.now(UTC),
-            data=attempt.digests,
-            challenger=attempt.registered if left else None,
-            error=error,
-        )
-        record_run(spec.name, run, left_behind=left)
-        if isinstance(exc, KilnError):
-            raise
-        raise TrainingError(f"{spec.name}: retraining failed: {error}") from exc
-    if decision.challenger is not None:
-        run = Run(
-            status="succeeded",
-            at=decision.at,
-            data=attempt.digests,
-            challenger=decision.challenger,
-            promoted=decision.promoted,
-        )
-        record_run(spec.name, run)
-    return decision
+    return recorded(
+        spec.name, lambda attempt: _retrain(spec, spec_path, data, settings, on_step, attempt)
+    )
 
 
 def _retrain(
@@ -383,62 +507,29 @@ def _retrain(
     data: list[str] | None,
     settings: TrainingSettings | None,
     on_step: Step,
-    attempt: _Attempt,
+    attempt: Attempt,
 ) -> Decision:
+    terms = Terms.of(spec)
     spec_dir = spec_path.parent if spec_path else Path.cwd()
     paths = resolve_paths(data, Path.cwd()) if data else resolve_paths(spec.data.paths, spec_dir)
     champion = production_model(spec.name)
-    metric = spec.primary_metric
     fresh = new_files(paths, champion) if not spec.data.sklearn else paths
-    if champion is not None and not fresh:
-        return Decision(
-            promoted=False,
-            challenger=None,
-            champion=champion.tag,
-            metric=metric,
-            reasons=[f"no new data: {champion.tag} was trained on every file given"],
-        )
+    if (nothing := nothing_new(terms, champion, attempt, fresh)) is not None:
+        return nothing
     on_step("Loading and checking data")
     dataset = load_dataset(spec, paths)  # every data problem shows before training
     attempt.digests = [f.sha256 for f in dataset.files]
     check_labels(spec, dataset, champion)
     check_positive_class(spec, dataset)
-    earlier = attempt.earlier
-    failed = set(earlier.failed_versions) if earlier else set()
-    tried = _already_tried(spec.name, set(attempt.digests), champion, failed)
-    if tried is not None:
-        return Decision(
-            promoted=False,
-            challenger=None,
-            champion=champion.tag if champion else None,
-            metric=metric,
-            reasons=[f"{tried.tag} was already trained on exactly this data and not promoted"],
-        )
+    if (nothing := nothing_new(terms, champion, attempt, fresh)) is not None:
+        return nothing
     reasons: list[str] = []
-    if (note := _earlier_failure(earlier, attempt.digests)) is not None:
+    if (note := earlier_failure(attempt.earlier, attempt.digests)) is not None:
         on_step(note)
         reasons.append(note)
     if champion is not None:
         reasons.append(f"new data: {', '.join(p.name for p in fresh)}")
     X, y = comparison_rows(split(spec, dataset), dataset, champion)
-    decided: list[Decision] = []
-
-    def compare(challenger: StoredModel) -> None:
-        """Decide before the challenger enters the store: a failure here registers nothing."""
-        on_step(f"Comparing with {champion.tag if champion else 'nothing (first version)'}")
-        try:
-            decision = _decide(spec, challenger, champion, X, y, reasons)
-        except KilnError:
-            raise
-        except Exception as exc:
-            raise TrainingError(
-                f"{spec.name}: comparing {challenger.tag} with "
-                f"{champion.tag if champion else 'nothing'} failed: {_failure(exc)}; "
-                "nothing was registered"
-            ) from exc
-        write_decision(challenger, decision)
-        decided.append(decision)
-
     settings = settings or TrainingSettings()
     stored = train(
         spec,
@@ -447,16 +538,9 @@ def _retrain(
         settings=settings.model_copy(update={"reports_dir": None}),  # written once it stays
         on_step=on_step,
         dataset=dataset,
-        check=compare,
+        check=comparer(terms, champion, X, y, reasons, attempt, on_step),
     )
-    attempt.registered = stored.tag
-    decision = decided[0]
-    if decision.promoted:
-        promote(stored.tag, "; ".join(decision.reasons))
-    if settings.reports_dir is not None:
-        on_step("Writing the report")
-        write_training_report(stored, settings.reports_dir)  # reports its own failure
-    return decision
+    return conclude(stored, attempt, settings, on_step)
 
 
 def watch(
