@@ -228,6 +228,52 @@ def test_served_answers_equal_the_source_model_on_every_sample_row(
     assert agree.all(), f"rows {np.flatnonzero(~agree).tolist()} answer otherwise"
 
 
+@pytest.mark.parametrize("name", ["imp-joblib", "imp-py-reg"])
+def test_v2_kiln_predict_and_the_try_page_data_work_on_an_import(
+    name: str, imported: dict[str, dict[str, Any]], fitted: Fitted, server: str, tmp_path: Path
+) -> None:
+    """Both protocols and `kiln predict` give an imported model's answers alike, and the
+    try-it page's data (the model list, the model's features) describe it."""
+    import tritonclient.http as triton
+
+    which = imported[name]["which"]
+    X = fitted.features(which).head(20)
+    records = httpx.post(
+        f"{server}/v1/models/{name}/predict", json={"instances": _records(X)}, timeout=60
+    ).json()
+    described = httpx.get(f"{server}/v1/models/{name}").json()
+    assert name in {m["name"] for m in httpx.get(f"{server}/v1/models").json()["models"]}
+    client = triton.InferenceServerClient(server.removeprefix("http://"))
+    inputs = []
+    for feature in described["features"]:
+        column = X[feature["name"]]
+        if feature["kind"] == "numeric":
+            array = column.to_numpy(np.float32).reshape(-1, 1)
+            tensor = triton.InferInput(feature["name"], [len(X), 1], "FP32")
+        else:
+            array = column.astype(object).where(column.notna(), "").to_numpy().reshape(-1, 1)
+            tensor = triton.InferInput(feature["name"], [len(X), 1], "BYTES")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    result = client.infer(name, inputs)
+    client.close()
+    csv = tmp_path / "rows.csv"
+    X.to_csv(csv, index=False)
+    scored = kiln_cli("predict", name, "--input", str(csv), "--output", str(tmp_path / "out.csv"))
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    out = pd.read_csv(tmp_path / "out.csv")
+    if which == "clf":
+        labels = [v.decode() for v in result.as_numpy("label").reshape(-1)]
+        assert labels == [str(v) for v in records["predictions"]]
+        assert [str(v) for v in out["prediction"]] == [str(v) for v in records["predictions"]]
+        want = [[row[c] for c in row] for row in records["probabilities"]]
+        np.testing.assert_allclose(result.as_numpy("probabilities"), want, rtol=1e-6)
+    else:
+        want = np.asarray(records["predictions"], dtype=np.float32)
+        np.testing.assert_array_equal(result.as_numpy("prediction").reshape(-1), want)
+        np.testing.assert_allclose(out["prediction"].to_numpy(), want, rtol=1e-6)
+
+
 def test_each_import_records_where_it_came_from(
     imported: dict[str, dict[str, Any]], fitted: Fitted
 ) -> None:
