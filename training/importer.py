@@ -33,6 +33,7 @@ from kiln.artifact import (
 )
 from kiln.errors import DataError, SpecError, TrainingError, VerificationError
 from kiln.store import StoredModel, foreign_models
+from training import keep
 from training.contract import (
     Contract,
     SourceView,
@@ -48,7 +49,7 @@ from training.contract import (
 from training.evaluate import check_gate, evaluate
 from training.export import export_model, final_estimator, verify
 from training.holdout import holdout_document
-from training.register import register
+from training.register import Check, register
 from training.run import write_training_report
 from training.settings import TrainingSettings
 from training.sources import Loaded, load_source, loaded_object
@@ -242,6 +243,20 @@ def _measured(
     return evaluation, gate, holdout
 
 
+def _kept(loaded: Loaded, on_note: Step) -> keep.Kept | None:
+    """The source to keep for retraining; None, with a note, when it cannot be kept."""
+    try:
+        return keep.kept(loaded.model, loaded.format, loaded.source, loaded.sha256)
+    except DataError:
+        raise
+    except Exception as exc:  # e.g. an object holding a lambda: joblib cannot dump it
+        on_note(
+            "the source estimator cannot be kept for `kiln retrain` "
+            f"({type(exc).__name__}: {exc}); it is served, but cannot be refitted by Kiln"
+        )
+        return None
+
+
 def import_model(
     model: Any,
     name: str,
@@ -255,6 +270,9 @@ def import_model(
     settings: TrainingSettings | None = None,
     on_step: Step = _quiet,
     on_note: Step = _quiet,
+    data: list[DataFile] | None = None,
+    check: Check | None = None,
+    kept: keep.Kept | None = None,
 ) -> StoredModel:
     """Verify and register a model fitted elsewhere as ``name``; return the stored version.
 
@@ -265,13 +283,21 @@ def import_model(
     ``gate``: rules such as ``"accuracy >= 0.9"``; ``features``: kinds that override the
     inferred ones (``"name=kind,..."`` or a mapping); ``trust``: types a ``.skops`` file may
     hold beyond skops' defaults.
+
+    The source estimator is kept beside the store (training/keep.py) for `kiln retrain NAME`,
+    written with the registration: a failed import leaves neither. For retraining
+    (training/refit.py), ``model`` may be a :class:`~training.sources.Loaded` refit, with
+    ``data``: the files it was fitted on (default: the sample), ``check``: the comparison
+    before it enters the store, ``kept``: the refit as it is kept.
     """
     settings = settings or TrainingSettings()
     _check_name(name)
     rules = _gate_rules(gate)
     overrides = parse_features(features)
 
-    if isinstance(model, str | Path):
+    if isinstance(model, Loaded):
+        loaded = model
+    elif isinstance(model, str | Path):
         on_step(f"Loading {model}")
         loaded = load_source(str(model), trust=trust)
     else:
@@ -336,6 +362,18 @@ def import_model(
         checked, holdout = Gate(passed=True, checks=[]), None
 
     on_step("Registering in the model store")
+    source = kept or _kept(loaded, on_note)
+    written: list[str] = []
+
+    def keep_source(model: StoredModel) -> None:
+        """Last before the model enters the store: the caller's check, then the source."""
+        if check is not None:
+            check(model)
+        if source is not None:
+            document = keep.document(source, loaded.format, contract, target_name, task)
+            keep.write(name, model.metadata.version, source, document)
+            written.append(model.metadata.version)
+
     categories = _categories(loaded.model, contract)
     registered_features = [
         Feature(
@@ -343,35 +381,41 @@ def import_model(
         )
         for n, k in contract.features
     ]
-    stored = register(
-        name=name,
-        task=task,
-        target=target_name,
-        estimator=type(final_estimator(loaded.model)).__name__,
-        estimator_params=_params(loaded.model),
-        classes=_native(loaded.model.classes_) if task is Task.classification else None,
-        features=registered_features,
-        onnx=exported.onnx,
-        onnx_nodes=exported.nodes,
-        outputs=exported.outputs,
-        evaluation=evaluation,
-        gate=checked,
-        verification=verification,
-        data=[sample_file],
-        feature_stats=feature_stats(X, contract.features),
-        spec={},
-        spec_path=None,
-        opset=settings.target_opset,
-        holdout=holdout,
-        origin=Origin(
-            kind=OriginKind.import_,
-            format=loaded.format,  # type: ignore[arg-type]
-            source=loaded.source,
-            sha256=loaded.sha256,
-            loaded_with=loaded.loaded_with,
-            model_class=loaded.model_class,
-        ),
-    )
+    try:
+        stored = register(
+            name=name,
+            task=task,
+            target=target_name,
+            estimator=type(final_estimator(loaded.model)).__name__,
+            estimator_params=_params(loaded.model),
+            classes=_native(loaded.model.classes_) if task is Task.classification else None,
+            features=registered_features,
+            onnx=exported.onnx,
+            onnx_nodes=exported.nodes,
+            outputs=exported.outputs,
+            evaluation=evaluation,
+            gate=checked,
+            verification=verification,
+            data=data or [sample_file],
+            feature_stats=feature_stats(X, contract.features),
+            spec={},
+            spec_path=None,
+            opset=settings.target_opset,
+            holdout=holdout,
+            origin=Origin(
+                kind=OriginKind.import_,
+                format=loaded.format,  # type: ignore[arg-type]
+                source=loaded.source,
+                sha256=loaded.sha256,
+                loaded_with=loaded.loaded_with,
+                model_class=loaded.model_class,
+            ),
+            check=keep_source,
+        )
+    except BaseException:
+        for version in written:  # the model did not enter the store: nor does its source
+            keep.remove(name, version)
+        raise
     if settings.reports_dir is not None:
         on_step("Writing the report")
         write_training_report(stored, settings.reports_dir)
