@@ -378,11 +378,28 @@ def show(
 
 @app.command()
 def retrain(
-    spec_path: Annotated[Path, typer.Argument(help="Spec file (YAML).", show_default=False)],
+    spec_path: Annotated[
+        Path,
+        typer.Argument(
+            help="Spec file (YAML), or the name of an imported model.", show_default=False
+        ),
+    ],
     data: Annotated[
         list[str] | None,
-        typer.Option("--data", "-d", help="All the data, old and new (default: the spec's)."),
+        typer.Option(
+            "--data",
+            "-d",
+            help="All the data, old and new (default: the spec's); for an imported model, "
+            "the new data.",
+        ),
     ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="An imported model: the label column of --data.")
+    ] = None,
+    allow_new_classes: Annotated[
+        bool,
+        typer.Option("--allow-new-classes", help="An imported model: labels may add classes."),
+    ] = False,
     watch: Annotated[
         bool, typer.Option("--watch", help="Poll the spec's data paths; retrain on new files.")
     ] = False,
@@ -395,13 +412,20 @@ def retrain(
 
     Labels the production model does not know stop the run before training (exit 2) unless
     the spec sets promotion.allow_new_classes; a run that fails registers nothing, is
-    recorded as failed, and the next run tries again (exit 1).
+    recorded as failed, and the next run tries again (exit 1). NAME (not a file): refit the
+    imported model's kept source estimator on --data (docs/importing.md).
     """
     from training.retrain import retrain as run_retrain
     from training.retrain import watch as run_watch
     from training.settings import TrainingSettings
     from training.spec import load_spec
 
+    if not spec_path.exists() and spec_path.suffix not in (".yaml", ".yml"):
+        _retrain_imported(str(spec_path), data, target, allow_new_classes, watch)
+        return
+    if target is not None or allow_new_classes:
+        err.print("[bold red]error:[/] --target and --allow-new-classes are for an imported model")
+        raise typer.Exit(2)
     with _errors():
         settings = TrainingSettings()
         spec = load_spec(spec_path)
@@ -423,6 +447,33 @@ def retrain(
     with _errors(), _progress(spec.name, settings.progress) as step:
         decision = run_retrain(
             spec, spec_path=spec_path, data=data, settings=settings, on_step=step
+        )
+    _print_decision(decision)
+
+
+def _retrain_imported(
+    name: str, data: list[str] | None, target: str | None, allow_new_classes: bool, watch: bool
+) -> None:
+    from training.refit import retrain_imported
+    from training.settings import TrainingSettings
+
+    if watch or not data or target is None:
+        err.print(
+            f"[bold red]error:[/] {name} is not a spec file; to retrain an imported model "
+            "give --data FILE and --target COLUMN (no --watch)",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    with _errors():
+        settings = TrainingSettings()
+    with _errors(), _progress(name, settings.progress) as step:
+        decision = retrain_imported(
+            name,
+            data=data,
+            target=target,
+            allow_new_classes=allow_new_classes,
+            settings=settings,
+            on_step=step,
         )
     _print_decision(decision)
 

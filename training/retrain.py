@@ -33,6 +33,7 @@ from kiln.production import (
     Decision,
     Run,
     RunRecord,
+    current,
     last_run,
     production_model,
     promote,
@@ -472,11 +473,20 @@ def comparer(
 def conclude(
     stored: StoredModel, attempt: Attempt, settings: TrainingSettings, on_step: Step
 ) -> Decision:
-    """After registration: promote when the comparison said so, then write the report."""
+    """After registration: promote when the comparison said so, then write the report.
+
+    A champion kept that was never promoted (production by the newest-candidate rule) is
+    promoted now: else the challenger, newer, would be served without having won.
+    """
     attempt.registered = stored.tag
     decision = attempt.decided[0]
     if decision.promoted:
         promote(stored.tag, "; ".join(decision.reasons))
+    elif decision.champion is not None and current(stored.metadata.name) is None:
+        promote(
+            decision.champion,
+            f"kept by retraining: {stored.tag} was not promoted ({'; '.join(decision.reasons)})",
+        )
     if settings.reports_dir is not None:
         on_step("Writing the report")
         write_training_report(stored, settings.reports_dir)  # reports its own failure
