@@ -198,6 +198,7 @@ def holdout_score(model: StoredModel, terms: Terms, X: Any, y: Any, metric: str)
     probabilistic = "probabilities" in outputs
     scores = np.asarray(outputs["probabilities" if probabilistic else "scores"], np.float64)
     if probabilistic:  # float32 rows sum to 1 only within rounding; log loss wants exactly 1
+        scores = np.clip(scores, 0.0, 1.0)  # a tree ensemble's 0 may come back as -1e-7
         scores = scores / scores.sum(axis=1, keepdims=True)
     positive = terms.positive_class if terms.positive_class is not None else classes[-1]
     found, _ = classification_metrics(y, outputs["label"], scores, classes, positive, probabilistic)

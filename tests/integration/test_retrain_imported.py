@@ -192,3 +192,43 @@ def test_a_spec_trained_model_or_an_unknown_name_is_refused(tmp_path: Path) -> N
     pd.DataFrame({"a": [1]}).to_csv(new, index=False)
     result = retrain_cli("rti-nothing", new)
     assert result.exit_code != 0 and "rti-nothing" in result.output
+
+
+def test_a_skops_import_is_refitted_with_the_types_it_was_imported_with(tmp_path: Path) -> None:
+    import skops.io
+
+    fitted_on = mixed_frame(rows=60, seed=11)
+    model = pipeline().fit(fitted_on.drop(columns="target"), fitted_on["target"])
+    skops.io.dump(model, tmp_path / "model.skops")
+    untrusted = skops.io.get_untrusted_types(file=tmp_path / "model.skops")
+    mixed_frame(rows=120, seed=12).to_csv(tmp_path / "sample.csv", index=False)
+    trust = [a for t in untrusted for a in ("--trust", t)]
+    args = ["import", str(tmp_path / "model.skops"), "--name", "rti-skops"]
+    args += ["--sample", str(tmp_path / "sample.csv"), "--target", "target", *trust]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    champion = production_model("rti-skops")
+    assert champion is not None
+    doc = KeptSource.model_validate_json(
+        (source_dir("rti-skops", champion.metadata.version) / SOURCE_DOC).read_text()
+    )
+    assert (doc.format, doc.imported_as, doc.trusted) == ("skops", "skops", sorted(untrusted))
+    assert (source_dir("rti-skops", champion.metadata.version) / doc.file).read_bytes() == (
+        tmp_path / "model.skops"
+    ).read_bytes()  # the file as it was imported
+
+    new = tmp_path / "new.csv"
+    mixed_frame(rows=400, seed=25).to_csv(new, index=False)
+    result = retrain_cli("rti-skops", new)
+    assert result.exit_code == 0, result.output
+    challenger = next(m for m in list_models("rti-skops")[0] if m.tag != champion.tag)
+    assert challenger.metadata.origin is not None
+    assert challenger.metadata.origin.format == "skops"
+    refit = KeptSource.model_validate_json(
+        (source_dir("rti-skops", challenger.metadata.version) / SOURCE_DOC).read_text()
+    )
+    assert (refit.format, refit.trusted, refit.refitted_from) == (
+        "skops",
+        doc.trusted,
+        champion.tag,
+    )
