@@ -93,6 +93,8 @@ ESTIMATORS: dict[str, EstimatorInfo] = {
             True,
             (*_SEED, ("max_iter", 500)),
         ),
+        # HistGradientBoosting has no n_jobs: training/run.py limits its OpenMP threads
+        # (TrainingSettings.openmp_threads, one by default).
         EstimatorInfo(
             "HistGradientBoostingClassifier",
             _C,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sklearn.model_selection import train_test_split
+from threadpoolctl import threadpool_limits
 
 from kiln.artifact import Feature, Task
 from kiln.errors import DataError, KilnError, SpecError, TrainingError
@@ -119,49 +120,57 @@ def train(
     pipeline = build_pipeline(spec, dataset.features)  # checks estimator parameters
     parts = split(spec, dataset)
 
-    on_step(f"Fitting {spec.estimator.type} on {len(parts.X_train):,} rows")
-    try:
-        pipeline.fit(parts.X_train, parts.y_train)
-    except KilnError:
-        raise
-    except Exception as exc:
-        raise TrainingError(f"{spec.name}: fitting failed: {exc}") from exc
+    # HistGradientBoosting's OpenMP threads (it fits, predicts and is permuted below): one by
+    # default, see TrainingSettings.openmp_threads
+    with threadpool_limits(settings.openmp_threads, user_api="openmp"):
+        on_step(f"Fitting {spec.estimator.type} on {len(parts.X_train):,} rows")
+        try:
+            pipeline.fit(parts.X_train, parts.y_train)
+        except KilnError:
+            raise
+        except Exception as exc:
+            raise TrainingError(f"{spec.name}: fitting failed: {exc}") from exc
 
-    on_step(f"Evaluating on {len(parts.X_test):,} holdout rows")
-    evaluation = evaluate(
-        pipeline,
-        spec.task,
-        parts.X_train,
-        parts.y_train,
-        parts.X_test,
-        parts.y_test,
-        holdout=spec.evaluation.holdout,
-        seed=spec.evaluation.seed,
-        positive_class=spec.evaluation.positive_class,
-    )
-    gate = check_gate(spec.gate, evaluation.metrics)
-    on_step("Measuring which features drive its answers")
-    holdout = holdout_document(
-        pipeline, spec.task, parts.y_train, parts.X_test, parts.y_test, seed=spec.evaluation.seed
-    )
+        on_step(f"Evaluating on {len(parts.X_test):,} holdout rows")
+        evaluation = evaluate(
+            pipeline,
+            spec.task,
+            parts.X_train,
+            parts.y_train,
+            parts.X_test,
+            parts.y_test,
+            holdout=spec.evaluation.holdout,
+            seed=spec.evaluation.seed,
+            positive_class=spec.evaluation.positive_class,
+        )
+        gate = check_gate(spec.gate, evaluation.metrics)
+        on_step("Measuring which features drive its answers")
+        holdout = holdout_document(
+            pipeline,
+            spec.task,
+            parts.y_train,
+            parts.X_test,
+            parts.y_test,
+            seed=spec.evaluation.seed,
+        )
 
-    on_step("Exporting to ONNX")
-    kind = score_kind(ESTIMATORS[spec.estimator.type], spec.estimator.probabilities)
-    exported = export_onnx(pipeline, dataset.features, spec.task, kind, settings.target_opset)
+        on_step("Exporting to ONNX")
+        kind = score_kind(ESTIMATORS[spec.estimator.type], spec.estimator.probabilities)
+        exported = export_onnx(pipeline, dataset.features, spec.task, kind, settings.target_opset)
 
-    on_step("Verifying ONNX Runtime against scikit-learn")
-    verification = verify(
-        spec.name,
-        pipeline,
-        exported,
-        parts.X_test,
-        dataset.features,
-        spec.task,
-        atol=spec.tolerance.atol,
-        rtol=spec.tolerance.rtol,
-        reason=spec.tolerance.reason,
-        worst=settings.worst_rows,
-    )
+        on_step("Verifying ONNX Runtime against scikit-learn")
+        verification = verify(
+            spec.name,
+            pipeline,
+            exported,
+            parts.X_test,
+            dataset.features,
+            spec.task,
+            atol=spec.tolerance.atol,
+            rtol=spec.tolerance.rtol,
+            reason=spec.tolerance.reason,
+            worst=settings.worst_rows,
+        )
 
     on_step("Registering in the model store")
     categories = categories_seen(pipeline)
