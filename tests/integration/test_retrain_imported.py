@@ -232,3 +232,17 @@ def test_a_skops_import_is_refitted_with_the_types_it_was_imported_with(tmp_path
         doc.trusted,
         champion.tag,
     )
+
+
+def test_an_import_whose_source_cannot_be_written_registers_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import training.keep
+
+    def full_disk(*_: Any) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(training.keep, "write", full_disk)
+    with pytest.raises(Exception, match="No space left on device"):
+        imported("rti-atomic")
+    assert versions("rti-atomic") == [] and kept_versions("rti-atomic") == []
