@@ -432,6 +432,35 @@ def _as_served(X: pd.DataFrame, features: list[tuple[str, FeatureKind]]) -> pd.D
     return served
 
 
+def _imputing_in_float32(model: Any) -> Any:
+    """``model`` as the served graph computes it: ONNX's Imputer holds its fill values as
+    float32, so a numeric SimpleImputer's statistics are rounded to float32 (a copy; the
+    model itself when it has no such imputer). A median of 0.1234567891 fills a missing
+    number with 0.12345679 when served, and a tree split between the two answers otherwise.
+    """
+    import copy
+
+    from sklearn.impute import SimpleImputer
+
+    from training.steps import walk
+
+    def numeric_imputers(candidate: Any) -> list[SimpleImputer]:
+        return [
+            step.estimator
+            for step in walk(candidate)
+            if isinstance(step.estimator, SimpleImputer)
+            and getattr(step.estimator, "statistics_", None) is not None
+            and step.estimator.statistics_.dtype.kind == "f"
+        ]
+
+    if not numeric_imputers(model):
+        return model
+    served = copy.deepcopy(model)
+    for imputer in numeric_imputers(served):
+        imputer.statistics_ = imputer.statistics_.astype(np.float32).astype(np.float64)
+    return served
+
+
 def _scaled_trees(model: Any) -> str:
     """A hint for a failed verification of trees that split scaled values, else ""."""
     from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
@@ -476,7 +505,9 @@ def verify(
     rounding changes scikit-learn's own answer (a tree splitting, after a scaler, at exactly
     a value the row holds), the served model can only answer for the value it receives, so a
     row that disagrees with scikit-learn on ``X`` is judged again against scikit-learn on
-    the float32 values. A conversion error disagrees with both.
+    the float32 values, with a numeric imputer's fill values rounded to float32 as the ONNX
+    Imputer holds them (:func:`_imputing_in_float32`). A conversion error disagrees with
+    both.
 
     Raises :class:`VerificationError`, showing the worst rows, when a row agrees with
     neither.
@@ -502,7 +533,8 @@ def verify(
     if numeric and not agree.all():
         rows = np.flatnonzero(~agree)
         served = _as_served(X.iloc[rows], features)
-        labels32, ref32 = _answers(pipeline, model_input(pipeline, served, features, nan), task)
+        as_served = _imputing_in_float32(pipeline)
+        labels32, ref32 = _answers(as_served, model_input(pipeline, served, features, nan), task)
         sub_labels = got_labels[rows] if got_labels is not None else None
         fixed = _rows_agree(labels32, ref32, sub_labels, got[rows], atol, rtol)
         ref[rows[fixed]] = ref32[fixed]

@@ -433,3 +433,26 @@ def test_xgboost_after_a_sparse_output_is_refused(frame: tuple[pd.DataFrame, np.
     assert "model: XGBRegressor: XGBoost reads the zeros a sparse matrix leaves out" in str(
         info.value
     )
+
+
+def test_a_missing_number_is_judged_with_the_fill_value_the_graph_holds() -> None:
+    """ONNX's Imputer holds a median of 0.1 as float32 (0.100000001...): a histogram
+    boosting split between the two (it bins float64 values) sends a missing number the other
+    way than scikit-learn does. The served graph answers for that float32 fill value, so
+    verification judges the row with it."""
+    f32 = float(np.float32(0.1))  # 0.10000000149..., the float32 nearest 0.1
+    X = pd.DataFrame({"x": [0.1] * 5 + [f32] * 2 + [0.5] * 2})
+    y = ["a"] * 5 + ["b"] * 4
+    booster = HistGradientBoostingClassifier(max_iter=5, min_samples_leaf=1, random_state=0)
+    model = Pipeline([("impute", SimpleImputer(strategy="median")), ("hgb", booster)]).fit(X, y)
+    assert model[0].statistics_[0] == 0.1
+    features = [("x", FeatureKind.numeric)]
+    exported = export_model(model, features, Task.classification, OPSET)
+    sample = pd.DataFrame({"x": [np.nan, 0.5]})
+    session = ort.InferenceSession(exported.onnx, providers=["CPUExecutionProvider"])
+    served = session.run(None, onnx_feeds(sample, features, exported.inputs))[0].tolist()
+    assert model.predict(sample).tolist() == ["a", "b"]  # scikit-learn fills in 0.1
+    assert served == ["b", "b"]  # the graph fills in float32(0.1)
+    result = verify("imputed", model, exported, sample, features, Task.classification,
+                    atol=1e-4, rtol=1e-6)  # fmt: skip
+    assert result.passed and result.label_mismatches == 0
