@@ -108,6 +108,10 @@ def _members(model: Any) -> list[tuple[str, Any]]:
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import FeatureUnion, Pipeline
 
+    from training.contract import SourceView
+
+    if isinstance(model, SourceView):  # an imported model seen through its contract
+        return [("model", model.model)]
     if isinstance(model, Pipeline):
         return [(name, step) for name, step in model.steps]
     if isinstance(model, ColumnTransformer):

@@ -114,3 +114,21 @@ def test_kiln_import_then_served(family: str, classes: int, tmp_path: Path) -> N
     assert done.returncode == 0, done.stdout + done.stderr
     assert name in done.stdout, done.stdout
     _assert_served_like(model, name, X, task)
+
+
+def test_an_import_is_judged_with_the_fill_value_the_graph_holds() -> None:
+    """tests/unit/test_export.py's case, through kiln.save_model: a median of 0.1 is served
+    as float32(0.1), on the other side of a split; the import verifies and serves it."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+
+    f32 = float(np.float32(0.1))
+    X = pd.DataFrame({"x": [0.1] * 5 + [f32] * 2 + [0.5] * 2})
+    booster = HistGradientBoostingClassifier(max_iter=5, min_samples_leaf=1, random_state=0)
+    model = Pipeline([("impute", SimpleImputer(strategy="median")), ("hgb", booster)])
+    model.fit(X, ["a"] * 5 + ["b"] * 4)
+    sample = pd.DataFrame({"x": [np.nan, 0.5, 0.1]})
+    stored = kiln.save_model(model, "fam-imputed-float32", sample=sample)
+    answer = kiln.Predictor.from_store(stored.tag).predict(sample)
+    assert answer["predictions"] == ["b", "b", "b"]  # 0.1 itself is served as float32(0.1)
