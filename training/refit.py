@@ -36,9 +36,9 @@ from training.retrain import (
     Terms,
     comparer,
     conclude,
-    earlier_failure,
     new_files,
     nothing_new,
+    opening,
     recorded,
     refuse_unknown_labels,
 )
@@ -180,12 +180,9 @@ def _refit(
         )
     refuse_unknown_labels(terms, target, frame[target], files, champion)
     y = _labels(source, frame[target], terms, champion, target)
-    if (nothing := nothing_new(terms, champion, attempt, fresh)) is not None:
-        return nothing
-    reasons: list[str] = []
-    if (note := earlier_failure(attempt.earlier, attempt.digests)) is not None:
-        on_step(note)
-        reasons.append(note)
+    reasons = opening(terms, champion, attempt, fresh, on_step)
+    if isinstance(reasons, Decision):  # nothing new: nothing to train
+        return reasons
     X_train, X_test, y_train, y_test = _split(frame, y, terms.task, holdout, seed)
 
     on_step(f"Refitting a clone of {champion.tag}'s source estimator on {len(X_train):,} rows")

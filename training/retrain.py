@@ -62,6 +62,7 @@ __all__ = [
     "holdout_score",
     "new_files",
     "nothing_new",
+    "opening",
     "recorded",
     "refuse_unknown_labels",
     "retrain",
@@ -440,6 +441,24 @@ def nothing_new(
     )
 
 
+def opening(
+    terms: Terms,
+    champion: StoredModel | None,
+    attempt: Attempt,
+    fresh: list[Path] | None,
+    on_step: Step,
+) -> Decision | list[str]:
+    """What a run says before it trains: the decision not to (:func:`nothing_new`), or the
+    reasons its decision starts with (that the last run failed, if it did)."""
+    if (nothing := nothing_new(terms, champion, attempt, fresh)) is not None:
+        return nothing
+    reasons: list[str] = []
+    if (note := earlier_failure(attempt.earlier, attempt.digests)) is not None:
+        on_step(note)
+        reasons.append(note)
+    return reasons
+
+
 def comparer(
     terms: Terms,
     champion: StoredModel | None,
@@ -532,12 +551,9 @@ def _retrain(
     attempt.digests = [f.sha256 for f in dataset.files]
     check_labels(spec, dataset, champion)
     check_positive_class(spec, dataset)
-    if (nothing := nothing_new(terms, champion, attempt, fresh)) is not None:
-        return nothing
-    reasons: list[str] = []
-    if (note := earlier_failure(attempt.earlier, attempt.digests)) is not None:
-        on_step(note)
-        reasons.append(note)
+    reasons = opening(terms, champion, attempt, fresh, on_step)
+    if isinstance(reasons, Decision):  # nothing new: nothing to train
+        return reasons
     if champion is not None:
         reasons.append(f"new data: {', '.join(p.name for p in fresh)}")
     X, y = comparison_rows(split(spec, dataset), dataset, champion)
