@@ -14,7 +14,8 @@ exits with ``exit_code``; the service turns it into ``{"error": message}`` with 
     ├── ArtifactError            500  a stored model is unreadable or of an unknown schema
     ├── ModelNotFound            404  no such model or version in the store
     ├── InvalidInput             400  a request or record is malformed
-    │   └── PayloadTooLarge      413  a body or a request over its size limit
+    │   ├── PayloadTooLarge      413  a body or a request over its size limit
+    │   └── NonFiniteOutput      422  the model's answer for a row is not a finite number
     ├── ModelNotReady            503  the model is known but not loaded yet
     └── Overloaded               503  the queue is full; retry later
 """
@@ -30,6 +31,7 @@ __all__ = [
     "KilnError",
     "ModelNotFound",
     "ModelNotReady",
+    "NonFiniteOutput",
     "Overloaded",
     "PayloadTooLarge",
     "RegistrationError",
@@ -165,6 +167,36 @@ class PayloadTooLarge(InvalidInput):
     """A body, or a request's rows, over the configured limit."""
 
     status_code = 413
+
+
+class NonFiniteOutput(InvalidInput):
+    """The model answered NaN or infinity for some rows (inputs far outside the training data
+    overflow float32 inside the model): an error for those rows, never a confident label.
+
+    ``rows`` maps a row (0 = the request's first) to the output that is not finite, as
+    ``"probabilities = nan"``; the message names the first row and lists the others.
+    """
+
+    status_code = 422
+
+    def __init__(self, rows: dict[int, str], shown: int = 10) -> None:
+        self.rows = dict(rows)
+        first, *others = sorted(self.rows)
+        message = f"row {first}: {self.reason(self.rows[first])}"
+        if others:
+            listed = ", ".join(map(str, others[:shown]))
+            more = f" and {len(others) - shown} more" if len(others) > shown else ""
+            message += f" (also row{'s' if len(others) > 1 else ''} {listed}{more})"
+        super().__init__(message)
+
+    @staticmethod
+    def reason(detail: str) -> str:
+        """Why one row has no answer, as every path says it (``kiln predict``'s rejects file
+        too); ``detail`` names the output and its value."""
+        return (
+            f"the model's answer is not a finite number ({detail}); "
+            "its inputs are probably far outside the training data"
+        )
 
 
 class Overloaded(KilnError):

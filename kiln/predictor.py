@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from kiln.errors import NonFiniteOutput
 from kiln.records import decode_instances, encode_predictions
 from kiln.resolve import Warn, resolve
 from kiln.runtime import ModelRuntime, default_providers
 from kiln.store import StoredModel
-from kiln.values import check_columns
+from kiln.values import check_columns, nonfinite_outputs
 
 __all__ = ["DEFAULT_MAX_ROWS", "Predictor"]
 
@@ -70,7 +71,9 @@ class Predictor:
 
         Returns ``{"model", "version", "predictions"}`` and, for classifiers,
         ``"probabilities"`` (or ``"scores"``) as one ``{class: value}`` dict per row.
-        Raises :class:`kiln.errors.InvalidInput` for bad input, naming the row and feature.
+        Raises :class:`kiln.errors.InvalidInput` for bad input, naming the row and feature,
+        and :class:`kiln.errors.NonFiniteOutput` (one of them) when the model's answer for a
+        row is not a finite number.
         """
         if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a DataFrame
             frame = data.astype(object).where(data.notna(), None)
@@ -83,6 +86,9 @@ class Predictor:
         )
         check_columns(self.metadata, columns)
         outputs = self.runtime.run(columns)
+        bad = nonfinite_outputs(outputs)
+        if bad:
+            raise NonFiniteOutput(bad)
         return encode_predictions(
             model=self.name, version=self.version, outputs=outputs, classes=self.metadata.classes
         )

@@ -12,6 +12,12 @@ Every entry point applies these rules: the JSON records route and the in-process
 - categorical and text features take strings (integer codes for categoricals, read as their
   decimal string); missing becomes :data:`MISSING_STRING`.
 
+The model's answers have one rule too: a row whose float outputs (probabilities, scores, a
+regression's prediction) are not all finite is an error for that row, never an answer
+(:func:`nonfinite_outputs`; the words are :class:`kiln.errors.NonFiniteOutput`'s). Finite
+inputs far outside the training data can overflow float32 inside the model (a linear
+model's score), and its label would then be a confident guess made from NaN.
+
 Typed columns are float32 (numeric) and object arrays of ``str`` (the rest), one per
 feature, as the ONNX model takes them.
 """
@@ -38,6 +44,7 @@ __all__ = [
     "check_frame",
     "expected",
     "kind_name",
+    "nonfinite_outputs",
     "show",
     "typed_value",
 ]
@@ -125,6 +132,21 @@ def check_columns(metadata: ModelMetadata, columns: dict[str, np.ndarray]) -> No
     for feature in metadata.features:
         if feature.kind is not FeatureKind.numeric and columns[feature.name].dtype != object:
             raise InvalidInput(f"feature {feature.name!r}: expected strings")
+
+
+def nonfinite_outputs(outputs: dict[str, np.ndarray]) -> dict[int, str]:
+    """Rows whose float outputs are not all finite: row -> ``"name = value"`` of its first
+    such output. One pass per output when all is well (the usual case)."""
+    found: dict[int, str] = {}
+    for name, array in outputs.items():
+        if not np.issubdtype(array.dtype, np.floating) or np.isfinite(array).all():
+            continue
+        flat = array.reshape(len(array), -1)
+        for row in np.flatnonzero(~np.isfinite(flat).all(axis=1)).tolist():
+            if row not in found:
+                value = flat[row][~np.isfinite(flat[row])][0]
+                found[row] = f"{name} = {show(value)}"
+    return found
 
 
 # --- frames: the same rules, vectorised, for files and DataFrames ---------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from importlib import metadata as importlib_metadata
@@ -31,17 +32,20 @@ from kiln.errors import (
     InvalidInput,
     KilnError,
     Overloaded,
-    PayloadTooLarge,
     ServiceUnavailable,
     UnsupportedMediaType,
 )
 from kiln.records import decode_instances, encode_predictions
+from service.bodies import ClientDisconnect, off_loop, read_body
 from service.codecs import v2
+from service.codecs.bounds import check_structure, structure_budget
 from service.codecs.jsonkeys import ensure_unique_keys, payload_members
 from service.dataplane import DataPlane
 from service.fastlane import FastLane, routes_first
+from service.head import HeadAsGet
 from service.models import ServedModel
 from service.openapi import install as install_openapi
+from service.settings import ServingSettings
 
 __all__ = ["create_app"]
 
@@ -72,16 +76,16 @@ def _plane(request: Request) -> DataPlane:
 
 
 async def _body(request: Request) -> bytes:
-    limit = _plane(request).settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
-    return bytes(body)
+    """The body, inflated, within the limit (service/bodies.py)."""
+    plane = _plane(request)
+    return await read_body(
+        request, plane.settings.max_body_bytes, functools.partial(_disconnected, plane)
+    )
+
+
+def _disconnected(plane: DataPlane) -> None:
+    if plane.metrics:
+        plane.metrics.client_disconnects.inc()
 
 
 def _check_content_type(request: Request, *, binary: bool = False) -> None:
@@ -111,6 +115,21 @@ def _parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+
+
+def _decode_records(
+    body: bytes, served: ServedModel, settings: ServingSettings
+) -> tuple[dict[str, Any], int]:
+    """A records body as typed columns; run off the loop when large (service/bodies.py)."""
+    rows, features = settings.max_rows_per_request, len(served.features)
+    what = f"a request of {rows:,} rows of {features} features"
+    check_structure(body, structure_budget(rows, features), what)
+    payload = _parse_json(body)
+    columns, count = decode_instances(
+        payload, served.features, max_rows=rows, unknown=settings.unknown_features
+    )
+    ensure_unique_keys(body, payload_members(payload))
+    return columns, count
 
 
 def _v2_metadata(served: ServedModel) -> dict[str, Any]:
@@ -150,7 +169,12 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
     """The routes; the data plane is attached later as ``app.state.dataplane``.
     ``fast_lane=False`` leaves the inference routes to FastAPI's routing (for comparison)."""
     app = FastAPI(
-        title="Kiln", summary="scikit-learn models served with ONNX Runtime", lifespan=_lifespan
+        title="Kiln",
+        summary="scikit-learn models served with ONNX Runtime",
+        lifespan=_lifespan,
+        # A path with a stray trailing slash is 404, not a redirect built from the client's
+        # Host header (BentoML's outer app: service/errorbodies.py).
+        redirect_slashes=False,
     )
 
     @app.exception_handler(KilnError)
@@ -159,7 +183,12 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
-        return _json({"error": str(exc.detail)}, exc.status_code)
+        return _json({"error": str(exc.detail)}, exc.status_code, exc.headers)  # 405: Allow
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(_: Request, exc: ClientDisconnect) -> Response:
+        # Logged at debug and counted where the body is read; nobody reads this answer.
+        return _json({"error": "the client disconnected before its body was complete"}, 400)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -194,15 +223,11 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
         try:
             served = plane.get(name)
             _check_content_type(request)
+            # refused here under overload, before the body is read (service/dataplane.py)
+            plane.admit(name, None, request.headers.get("content-length"), "json")
             body = await _body(request)
-            payload = _parse_json(body)
-            columns, rows = decode_instances(
-                payload,
-                served.features,
-                max_rows=plane.settings.max_rows_per_request,
-                unknown=plane.settings.unknown_features,
-            )
-            ensure_unique_keys(body, payload_members(payload))
+            decode = functools.partial(_decode_records, body, served, plane.settings)
+            columns, rows = await off_loop(len(body), decode)
         except KilnError as exc:
             plane.record_error(name, exc)
             raise
@@ -265,13 +290,18 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
             if header is not None and not header.isdigit():
                 raise InvalidInput(f"{HEADER_LENGTH} must be a whole number, got {header[:20]!r}")
             inputs = [v2.InputSpec.of_feature(f.name, f.dtype) for f in served.metadata.features]
-            decoded = v2.decode_request(
-                await _body(request),
+            protocol = "v2" if header is None else "v2-binary"
+            plane.admit(name, version, request.headers.get("content-length"), protocol)
+            body = await _body(request)
+            decode = functools.partial(
+                v2.decode_request,
+                body,
                 inputs,
                 header_length=int(header) if header is not None else None,
                 max_rows=plane.settings.max_rows_per_request,
                 unknown_inputs=plane.settings.unknown_features,
             )
+            decoded = await off_loop(len(body), decode)
             known = [o.name for o in served.metadata.outputs]
             for wanted in decoded.outputs or []:
                 if wanted.name not in known:
@@ -309,4 +339,5 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
     if fast_lane:
         app.add_middleware(FastLane)
         routes_first(app)
+    app.add_middleware(HeadAsGet)  # HEAD on every GET route (service/head.py)
     return app

@@ -11,7 +11,11 @@ route. This batcher is the small piece that keeps the rules:
   traffic is concurrent (the last call merged several requests, or others were queued): a
   lone client is never kept waiting for company that is not coming; requests that queue
   while a call is running join the next call without waiting at all;
-- at most ``max_queue_rows`` rows wait; past that a request is refused with ``Overloaded``;
+- admission is all or nothing per request: at most ``max_queue_rows`` rows wait (queued, or
+  reserved by requests whose bodies are still being read, :meth:`Batcher.reserve`), and a
+  request that does not fit whole is refused with ``Overloaded`` before any of its chunks is
+  queued; an idle model takes any request (``max_rows_per_request`` bounds it). Once queued,
+  a request that fails or is cancelled (its timeout) cancels its chunks that have not run;
 - if a merged call fails, each request in it is retried alone, so one request's failure is
   never another's;
 - with ``merge=False`` (batching off) every request is its own call, in arrival order.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +36,7 @@ import numpy as np
 
 from kiln.errors import Overloaded
 
-__all__ = ["BatchStats", "Batcher", "Columns", "Outputs"]
+__all__ = ["BatchStats", "Batcher", "Columns", "Outputs", "Reservation"]
 
 Columns = dict[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
@@ -42,6 +47,7 @@ class _Pending:
     columns: Columns
     rows: int
     future: asyncio.Future[Outputs]
+    request: list[asyncio.Future[Outputs]]  # the futures of every chunk of its request
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -53,6 +59,28 @@ class BatchStats:
     requests: int
     waits: list[float]  # seconds each request waited before its call started
     seconds: float  # duration of the model call
+
+
+class Reservation:
+    """Room held in a model's queue for a request not yet decoded (:meth:`Batcher.reserve`).
+
+    It is given back exactly once: when the request is queued (:meth:`Batcher.predict` takes
+    it), by :meth:`release` (the request failed before that), or, as a safety net for a path
+    that raised something unexpected, when the object is garbage-collected.
+    """
+
+    def __init__(self, batcher: Batcher, rows: int) -> None:
+        self.batcher = batcher
+        self.rows = rows
+        self._give_back = weakref.finalize(self, batcher._unreserve, rows)
+
+    @property
+    def held(self) -> bool:
+        return self._give_back.alive
+
+    def release(self) -> None:
+        """Give the room back (once; later calls do nothing)."""
+        self._give_back()
 
 
 def _concat(parts: list[Columns]) -> Columns:
@@ -88,6 +116,7 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
+        self._reserved_rows = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kiln-{name}")
@@ -98,32 +127,68 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    async def predict(self, columns: Columns, rows: int) -> Outputs:
-        """Run ``rows`` rows through the model, batched with whatever else is waiting."""
-        if rows > self.max_batch_rows:  # split; each chunk runs alone, answers re-joined
-            chunks = [
-                {n: a[start : start + self.max_batch_rows] for n, a in columns.items()}
-                for start in range(0, rows, self.max_batch_rows)
-            ]
-            parts = await asyncio.gather(
-                *(self._enqueue(c, len(next(iter(c.values())))) for c in chunks)
-            )
-            return {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
-        return await self._enqueue(columns, rows)
+    @property
+    def reserved_rows(self) -> int:
+        return self._reserved_rows
 
-    async def _enqueue(self, columns: Columns, rows: int) -> Outputs:
-        if self._queued_rows + rows > self.max_queue_rows:
-            raise Overloaded(self.name, f"{self._queued_rows} rows already queued")
+    def _check_room(self, rows: int) -> None:
+        used = self._queued_rows + self._reserved_rows
+        if used and used + rows > self.max_queue_rows:
+            raise Overloaded(
+                self.name,
+                f"{used} rows already queued, no room for {rows} more "
+                f"(the limit is {self.max_queue_rows})",
+            )
+
+    def reserve(self, rows: int) -> Reservation:
+        """Hold room for ``rows`` rows of a request whose body is not read yet, or raise
+        ``Overloaded``; the room counts against ``max_queue_rows`` until it is given back."""
+        self._check_room(rows)
+        self._reserved_rows += rows
+        return Reservation(self, rows)
+
+    def _unreserve(self, rows: int) -> None:
+        self._reserved_rows -= rows
+
+    def submit(self, columns: Columns, rows: int) -> list[asyncio.Future[Outputs]]:
+        """Admit a whole request or none of it: queue its chunks (one per ``max_batch_rows``)
+        and return their futures, or raise ``Overloaded`` with nothing queued. (A request's
+        own :class:`Reservation` is given back before, so it competes with its real rows.)"""
+        self._check_room(rows)
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._serve(), name=f"kiln-batcher-{self.name}")
-        pending = _Pending(columns, rows, loop.create_future())
-        self._queue.append(pending)
+        futures: list[asyncio.Future[Outputs]] = []
+        for start in range(0, rows, self.max_batch_rows):  # each chunk runs alone
+            stop = min(start + self.max_batch_rows, rows)
+            chunk = columns if stop - start == rows else _slice(columns, start, stop)
+            pending = _Pending(chunk, stop - start, loop.create_future(), futures)
+            self._queue.append(pending)
+            futures.append(pending.future)
         self._queued_rows += rows
         assert self._wakeup is not None
         self._wakeup.set()
-        return await pending.future
+        return futures
+
+    async def predict(self, columns: Columns, rows: int) -> Outputs:
+        """Run ``rows`` rows through the model, batched with whatever else is waiting."""
+        return await self.gather(self.submit(columns, rows))
+
+    @staticmethod
+    async def gather(futures: list[asyncio.Future[Outputs]]) -> Outputs:
+        """The answer of a submitted request, its chunks re-joined in order. If one chunk
+        fails, or the caller is cancelled, its chunks that have not run are cancelled
+        (``_take`` drops them), so no work is done for an answer nobody gets."""
+        try:
+            if len(futures) == 1:
+                return await futures[0]
+            parts = await asyncio.gather(*futures)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
 
     def _take(self) -> list[_Pending]:
         batch: list[_Pending] = []
@@ -177,6 +242,8 @@ class Batcher:
             if len(batch) == 1:
                 if not batch[0].future.done():
                     batch[0].future.set_exception(exc)
+                for sibling in batch[0].request:  # the request has failed: none of it runs
+                    sibling.cancel()
                 return
             for pending in batch:  # isolate the failure: each request alone
                 await self._call(loop, [pending])

@@ -3,24 +3,87 @@
 A protocol front (JSON records, Open Inference Protocol) decodes a request into typed feature
 columns and calls :meth:`DataPlane.infer`; everything after decoding is here, written once.
 Which models are served, and their loading, hot swap and failures, are service/models.py's.
+
+Admission comes first. Right before a front reads a body it calls :meth:`DataPlane.admit`
+with the body's declared size (Content-Length): under overload the request is refused there,
+503, before a byte of its body is read or decoded (decoding a 1,000-row JSON body costs more
+than running it). The rows a body holds are not in its headers, so ``admit`` estimates them
+from the size, with the bytes per row of the model's recent requests of the same protocol,
+and reserves that room in the model's queue (:meth:`service.batching.Batcher.reserve`); a
+request the estimate admitted is queued with its real row count by :meth:`DataPlane.infer`,
+which gives the reservation back first. Reserving, rather than only comparing the estimate
+with the queue, keeps the bodies being read and decoded in the count: many requests can be
+between ``admit`` and ``infer`` at once, and each would otherwise see the same free room and
+be decoded only to be refused. The estimate only matters near a full queue (an idle model
+takes any request); the real row count is checked again when the request is queued.
+
+The reservation travels from ``admit`` to ``infer`` in a context variable: both run in the
+request's task, and the routes need not carry it. It is given back on every way out:
+``infer`` (queued, or failed), :meth:`DataPlane.record_error` (the body was refused), and,
+for anything unexpected, when the request's task is gone (the reservation's finalizer).
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from kiln.artifact import Task
-from kiln.errors import InvalidInput, KilnError, ModelNotFound, ModelNotReady, Overloaded
+from kiln.errors import (
+    InvalidInput,
+    KilnError,
+    ModelNotFound,
+    ModelNotReady,
+    NonFiniteOutput,
+    Overloaded,
+)
 from kiln.runtime import ModelRuntime
-from kiln.values import check_columns
-from service.batching import Batcher, BatchStats, Columns, Outputs
+from kiln.values import check_columns, nonfinite_outputs
+from service.batching import Batcher, BatchStats, Columns, Outputs, Reservation
 from service.metrics import Metrics
 from service.models import ModelSet, ServedModel
 from service.settings import ServingSettings
 
-__all__ = ["DataPlane", "error_reason"]
+__all__ = ["PROTOCOLS", "Admission", "DataPlane", "error_reason"]
+
+PROTOCOLS = ("json", "v2", "v2-binary")
+"""Bodies whose bytes per row are learned apart: JSON records, V2 JSON, V2 binary tensors."""
+
+_LEARN = 0.2  # weight of the newest request in the bytes-per-row average
+
+
+@dataclass
+class Admission:
+    """A request admitted by :meth:`DataPlane.admit`, on its way to :meth:`DataPlane.infer`."""
+
+    model: str
+    protocol: str
+    declared_bytes: int | None
+    reservation: Reservation
+
+
+_admitted: contextvars.ContextVar[Admission | None] = contextvars.ContextVar(
+    "kiln_admitted", default=None
+)
+
+
+def _take_admission() -> Admission | None:
+    """The request's admission, given back to the queue: each is used once."""
+    admitted = _admitted.get()
+    if admitted is not None:
+        _admitted.set(None)
+        admitted.reservation.release()
+    return admitted
+
+
+def _declared(value: int | str | None) -> int | None:
+    if isinstance(value, int):
+        return value
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def error_reason(exc: BaseException) -> str:
@@ -41,6 +104,7 @@ class DataPlane:
         self.settings = settings
         self.metrics = metrics
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._bytes_per_row: dict[tuple[str, str], float] = {}  # (model, protocol) -> average
         self.served = ModelSet(settings, self._batcher, metrics)
 
     @classmethod
@@ -106,19 +170,71 @@ class DataPlane:
             waits.observe(wait)
 
     def record_error(self, model: str, exc: BaseException) -> None:
+        """Count an error answer; a front calls this for what it refuses itself (a bad body),
+        which also gives back the room its admission held."""
+        _take_admission()
         if self.metrics:
             self.metrics.errors.labels(model, error_reason(exc)).inc()
+
+    def estimate_rows(self, name: str, protocol: str, declared_bytes: int | None) -> int:
+        """Rows a body of ``declared_bytes`` likely holds: its size over the bytes per row of
+        the model's recent requests of ``protocol``; 1 when either is unknown."""
+        per_row = self._bytes_per_row.get((name, protocol))
+        if declared_bytes is None or per_row is None:
+            return 1
+        rows = math.ceil(declared_bytes / per_row)
+        return max(1, min(rows, self.settings.max_rows_per_request))
+
+    def admit(
+        self,
+        name: str,
+        version: str | None,
+        declared_bytes: int | str | None,
+        protocol: str = "json",
+    ) -> Admission:
+        """Admit a request before its body is read, or raise ``Overloaded`` (503): room for
+        its estimated rows (:meth:`estimate_rows`) is reserved in the model's queue until
+        :meth:`infer` queues it. ``declared_bytes``: the Content-Length, as sent or parsed."""
+        _take_admission()  # one per request: a stale one (a pipelined request's) goes back
+        served = self.served.get(name, version)
+        size = _declared(declared_bytes)
+        rows = self.estimate_rows(name, protocol, size)
+        admission = Admission(name, protocol, size, served.batcher.reserve(rows))
+        _admitted.set(admission)
+        return admission
+
+    def _learn(self, admitted: Admission | None, name: str, rows: int) -> None:
+        if admitted is None or admitted.model != name or not admitted.declared_bytes:
+            return
+        key = (name, admitted.protocol)
+        per_row = admitted.declared_bytes / rows
+        known = self._bytes_per_row.get(key)
+        self._bytes_per_row[key] = per_row if known is None else known + _LEARN * (per_row - known)
+
+    def _check_finite(self, served: ServedModel, outputs: Outputs) -> None:
+        bad = nonfinite_outputs(outputs)
+        if bad:
+            if self.metrics:
+                self._child(self.metrics.nonfinite, served.name).inc(len(bad))
+            raise NonFiniteOutput(bad)
 
     async def infer(
         self, name: str, columns: Columns, rows: int, version: str | None = None
     ) -> tuple[ServedModel, Outputs]:
-        """Check, batch and run ``rows`` rows of typed columns; errors are counted."""
+        """Check, batch and run ``rows`` rows of typed columns; errors are counted. The whole
+        request is queued or none of it (``Overloaded``); its rows are counted as received
+        once it is queued. A row whose answer is not a finite number fails the request with
+        ``NonFiniteOutput`` (422), naming the row."""
+        admitted = _take_admission()
         try:
             served = self.served.get(name, version)
             check_columns(served.metadata, columns)
+            self._learn(admitted, name, rows)
+            chunks = served.batcher.submit(columns, rows)
             if self.metrics:
                 self._child(self.metrics.rows, name, served.version).inc(rows)
-            outputs = await served.batcher.predict(columns, rows)
+            outputs = await Batcher.gather(chunks)
+            self._check_finite(served, outputs)
         except KilnError as exc:
             self.record_error(name, exc)
             raise

@@ -76,3 +76,14 @@ class Metrics:
             registry=reg,
             multiprocess_mode="min",
         )
+        self.nonfinite = Counter(
+            "kiln_nonfinite_outputs_total",
+            "Rows whose model answer was not a finite number (answered 422), by model.",
+            ["model"],
+            registry=reg,
+        )
+        self.client_disconnects = Counter(
+            "kiln_client_disconnects_total",
+            "Requests whose client disconnected before its body was complete.",
+            registry=reg,
+        )

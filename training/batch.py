@@ -7,7 +7,8 @@ The file is read ``chunk_rows`` rows at a time and only one chunk is held in mem
 the file's size. Each chunk is checked by the one set of value rules (kiln/values.py) that
 the routes and the in-process Predictor apply, vectorised: a row with a value they would
 refuse (text such as "n/a" in a numeric column, an infinite or float32-overflowing number, a
-non-string in a categorical column) goes to the rejects file with the reason; the others are
+non-string in a categorical column) goes to the rejects file with the reason, and so does a
+row whose answer is not a finite number (the service's 422 for it); the others are
 typed as the service types them (float32 with NaN for missing numbers, strings with "" for
 missing categories and text) and scored by ONNX Runtime, one batch per chunk (cut into one
 slice per core, which keeps the answers the service's bit for bit: see :class:`_Inference`).
@@ -33,10 +34,10 @@ import numpy as np
 import pandas as pd
 
 from kiln.artifact import FeatureKind, ModelMetadata, Task
-from kiln.errors import DataError, InvalidInput
+from kiln.errors import DataError, InvalidInput, NonFiniteOutput
 from kiln.resolve import Warn, resolve
 from kiln.runtime import ModelRuntime, default_providers
-from kiln.values import check_columns, check_frame
+from kiln.values import check_columns, check_frame, nonfinite_outputs
 
 __all__ = ["ScoreSummary", "default_rejects_path", "estimate_rows", "score_file"]
 
@@ -461,8 +462,27 @@ def score_file(
             checked = check_frame(frame, features)
             good = ~checked.bad
             n_good = int(good.sum())
+            outputs: dict[str, np.ndarray] = {}
+            if n_good:
+                columns = (
+                    checked.columns
+                    if n_good == len(frame)
+                    else {n: v[good] for n, v in checked.columns.items()}
+                )
+                check_columns(meta, columns)
+                outputs = inference.run(columns, n_good)
+                nonfinite = nonfinite_outputs(outputs)
+                if nonfinite:  # no answer for these rows: rejects, as the service's 422
+                    scored_at = np.flatnonzero(good)
+                    for i, detail in nonfinite.items():
+                        checked.reasons[int(scored_at[i])] = [NonFiniteOutput.reason(detail)]
+                    keep = np.ones(n_good, dtype=bool)
+                    keep[list(nonfinite)] = False
+                    outputs = {n: v[keep] for n, v in outputs.items()}
+                    good[scored_at[~keep]] = False
+                    n_good = int(keep.sum())
             if n_good < len(frame):
-                positions = np.flatnonzero(checked.bad)
+                positions = np.flatnonzero(~good)
                 block = frame.iloc[positions]
                 refused.write(
                     {
@@ -472,13 +492,6 @@ def score_file(
                     }
                 )
             if n_good:
-                columns = (
-                    checked.columns
-                    if n_good == len(frame)
-                    else {n: v[good] for n, v in checked.columns.items()}
-                )
-                check_columns(meta, columns)
-                outputs = inference.run(columns, n_good)
                 data: dict[str, Any] = {}
                 if ident:
                     ids = frame[ident]

@@ -100,3 +100,27 @@ def test_output_paths() -> None:
     assert _output_format(Path("a.PARQUET")) == "parquet" and _output_format(Path("a.csv")) == "csv"
     with pytest.raises(InvalidInput, match=r"must end in \.csv or \.parquet"):
         _output_format(Path("a.json"))
+
+
+def test_rows_whose_float_answers_are_not_finite_are_found_and_named() -> None:
+    from kiln.errors import NonFiniteOutput
+    from kiln.values import nonfinite_outputs
+
+    outputs = {
+        "label": np.array(["a", "b", "a", "b"], dtype=object),  # not floats: never checked
+        "probabilities": np.array(
+            [[0.1, 0.9], [np.nan, np.nan], [0.5, 0.5], [0.2, np.inf]], dtype=np.float32
+        ),
+        "prediction": np.array([[1.0], [2.0], [-np.inf], [np.nan]], dtype=np.float32),
+    }
+    found = nonfinite_outputs(outputs)
+    assert found == {1: "probabilities = nan", 3: "probabilities = inf", 2: "prediction = -inf"}
+    assert nonfinite_outputs({"p": np.ones((3, 2), np.float32)}) == {}
+    error = NonFiniteOutput(found)
+    assert error.status_code == 422
+    assert error.message == (
+        "row 1: the model's answer is not a finite number (probabilities = nan); its inputs "
+        "are probably far outside the training data (also rows 2, 3)"
+    )
+    many = NonFiniteOutput({i: "prediction = nan" for i in range(20)}, shown=3)
+    assert many.message.endswith("(also rows 1, 2, 3 and 16 more)")

@@ -196,3 +196,114 @@ def test_batching_off_runs_every_request_alone_in_order() -> None:
     assert [s.requests for s in seen] == [1] * 6 + [1, 1, 1]
     assert [s.rows for s in seen][-3:] == [8, 8, 4]
     assert time.perf_counter() - started < 0.3  # no max_wait_ms when nothing can join
+
+
+def held(gate: threading.Event) -> Callable[[Columns], Outputs]:
+    """A model that holds its call until ``gate`` is set: the queue fills behind it."""
+
+    def run(columns: Columns) -> Outputs:
+        gate.wait(5)
+        return double(columns)
+
+    return run
+
+
+def test_a_request_that_does_not_fit_whole_is_refused_with_nothing_queued() -> None:
+    """All or nothing: a 10-row request (3 chunks of 4) where 6 rows are free is refused
+    before any chunk is queued, and nothing of it ever runs."""
+    gate = threading.Event()
+    batcher, seen = make(held(gate), max_batch_rows=4, max_wait_ms=0.0, max_queue_rows=10)
+
+    async def go() -> None:
+        running = asyncio.ensure_future(batcher.predict(rows(1, 2, 3, 4), 4))
+        await asyncio.sleep(0.02)  # the first call holds the model; nothing queued
+        queued = asyncio.ensure_future(batcher.predict(rows(1, 2, 3, 4), 4))
+        await asyncio.sleep(0)
+        assert batcher.queued_rows == 4
+        with pytest.raises(Overloaded, match="4 rows already queued, no room for 10 more"):
+            await batcher.predict(rows(*range(10)), 10)
+        assert batcher.queued_rows == 4  # none of its chunks was queued
+        gate.set()
+        await asyncio.gather(running, queued)
+        await batcher.close()
+
+    run_async(go)
+    assert [s.rows for s in seen] == [4, 4]  # no chunk of the refused request ran
+
+
+def test_an_idle_model_takes_a_request_larger_than_the_queue() -> None:
+    batcher, seen = make(max_batch_rows=4, max_queue_rows=6)
+
+    async def go() -> Outputs:
+        result = await batcher.predict(rows(*range(10)), 10)
+        await batcher.close()
+        return result
+
+    assert run_async(go)["y"].tolist() == [2.0 * v for v in range(10)]
+    assert [s.rows for s in seen] == [4, 4, 2]
+
+
+def test_a_cancelled_request_runs_none_of_its_chunks_that_wait() -> None:
+    """The caller goes away (its timeout cancels it) while its chunks queue behind a held
+    call: they are dropped, never run, and their room is given back."""
+    gate = threading.Event()
+    batcher, seen = make(held(gate), max_batch_rows=4, max_wait_ms=0.0)
+
+    async def go() -> None:
+        running = asyncio.ensure_future(batcher.predict(rows(1, 2, 3, 4), 4))
+        await asyncio.sleep(0.02)
+        doomed = asyncio.ensure_future(batcher.predict(rows(*range(12)), 12))
+        await asyncio.sleep(0)
+        assert batcher.queued_rows == 12
+        doomed.cancel()
+        await asyncio.sleep(0)
+        gate.set()
+        await running
+        after = await batcher.predict(rows(5), 1)
+        assert after["y"].tolist() == [10.0]
+        await batcher.close()
+
+    run_async(go)
+    assert [s.rows for s in seen] == [4, 1]
+    assert batcher.queued_rows == 0
+
+
+def test_a_failing_chunk_cancels_the_chunks_of_its_request_not_run_yet() -> None:
+    batcher, seen = make(failing, max_batch_rows=2, max_wait_ms=0.0, merge=False)
+
+    async def go() -> None:
+        with pytest.raises(ValueError, match="negative"):
+            await batcher.predict(rows(-1, 1, 2, 3, 4, 5), 6)
+        await asyncio.sleep(0.05)
+        await batcher.close()
+
+    run_async(go)
+    assert seen == []  # the first chunk failed; the other two never ran
+    assert batcher.queued_rows == 0
+
+
+def test_reserved_room_counts_against_the_queue_until_given_back() -> None:
+    gate = threading.Event()
+    batcher, _ = make(held(gate), max_batch_rows=4, max_wait_ms=0.0, max_queue_rows=10)
+
+    async def go() -> None:
+        running = asyncio.ensure_future(batcher.predict(rows(1), 1))
+        await asyncio.sleep(0.02)
+        reservation = batcher.reserve(8)  # a body being read
+        assert batcher.reserved_rows == 8
+        with pytest.raises(Overloaded, match="8 rows already queued"):
+            batcher.reserve(3)
+        with pytest.raises(Overloaded):
+            await batcher.predict(rows(1, 2, 3), 3)
+        reservation.release()
+        reservation.release()  # once only
+        assert batcher.reserved_rows == 0
+        forgotten = batcher.reserve(5)
+        assert forgotten.held
+        del forgotten  # a path that never gave it back: collected, given back
+        assert batcher.reserved_rows == 0
+        gate.set()
+        await running
+        await batcher.close()
+
+    run_async(go)
