@@ -15,7 +15,7 @@ import bentoml
 import uvicorn.config as uvicorn_config
 
 from kiln.errors import SettingsError
-from service import traffic
+from service import httpserver, instruments, traffic
 from service.access import ApiKeyMiddleware, KeyRing
 from service.app import create_app
 from service.dataplane import DataPlane
@@ -52,11 +52,17 @@ if settings.max_concurrency is not None:  # past it: 503 + Retry-After (traffic.
 # connections, new ones, health probes included, waited up to 8 s in the accept queue
 # (tests/e2e/test_overload.py). asyncio's loop accepts up to a hundred at a time.
 uvicorn_config.LOOP_FACTORIES["auto"] = uvicorn_config.LOOP_FACTORIES[settings.event_loop]
+# The workers' HTTP protocol: limits on header size, header count, header-read time, idle
+# time and connections, none of which uvicorn enforces for httptools (service/httpserver.py).
+httpserver.install(settings)
 
 # BentoML builds its HTTP app (and its timeout middleware) after importing this module: put
 # the fixed middleware in place first (service/traffic.py says why).
 traffic.install()
 http_app = create_app()
+# BentoML's request metrics labelled by route, and its metrics directory watched
+# (service/instruments.py): whatever path a client sends, the series stay a bounded set.
+instruments.install(settings, plane=lambda: getattr(http_app.state, "dataplane", None))
 
 
 @bentoml.service(

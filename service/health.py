@@ -8,6 +8,10 @@ when every model is loaded and warm) and a body that names each model's state, s
 
     {"ready": false, "models": {"wine": "ready"}, "failed": {"churn": "model churn:...: ..."}}
 
+A problem of the worker itself is named under ``problems``, e.g. a metrics directory that is
+(nearly) full (service/instruments.py): ``{"ready": false, ..., "problems": {"metrics":
+"metrics directory ... has 3.2 MiB free, ..."}}``.
+
 A model that fails to load keeps the whole pod out of a Kubernetes Service (a new image with a
 damaged model never takes traffic, and the rollout stops); the models that did load still
 answer requests sent to the pod directly.
@@ -43,6 +47,11 @@ def readiness(plane: Any) -> tuple[int, dict[str, Any]]:
         "models": dict.fromkeys(sorted(plane.models), "ready"),
         "failed": dict(sorted(plane.failed.items())),
     }
+    # What else keeps the worker out of service (service/models.py ModelSet.problems), e.g.
+    # a full metrics directory: named only when there is something to name.
+    problems = getattr(getattr(plane, "served", None), "problems", None)
+    if problems:
+        body["problems"] = dict(sorted(problems.items()))
     return (200 if plane.ready else 503), body
 
 

@@ -134,11 +134,15 @@ class ModelSet:
     providers: list[str] = field(default_factory=list)
     models: dict[str, ServedModel] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    # what else keeps this worker from being ready, by what it concerns, e.g. "metrics": a
+    # full metrics directory (service/instruments.py); /readyz names each.
+    problems: dict[str, str] = field(default_factory=dict)
     # name -> the tag of a newer version that failed to open (logged once, not every poll)
     _unopenable: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.pinned = {parse_ref(ref)[0] for ref in self.settings.models if ":" in ref}
+        # name -> the NAME:VERSION it is pinned to (never swapped; retried while it fails)
+        self.pinned = {parse_ref(ref)[0]: ref for ref in self.settings.models if ":" in ref}
 
     def choose_providers(self) -> list[str]:
         """The execution providers to open models with; raise if the settings can't be met."""
@@ -224,7 +228,7 @@ class ModelSet:
 
     @property
     def ready(self) -> bool:
-        return bool(self.models) and not self.failed
+        return bool(self.models) and not self.failed and not self.problems
 
     def get(self, name: str, version: str | None = None) -> ServedModel:
         served = self.models.get(name)
@@ -237,15 +241,17 @@ class ModelSet:
         return served
 
     def _targets(self) -> list[tuple[str, StoredModel | None, str | None]]:
-        """(name, the version production now means, or None, and why not) for each name
-        that follows production. Reads the store: run off the event loop."""
-        names = (set(self.models) | set(self.failed)) - self.pinned
+        """(name, the version it should serve, or None, and why not) for each name that
+        follows production, and for each pinned name that failed (its files may have been
+        restored since). Reads the store: run off the event loop."""
+        failed_pins = {name for name in self.failed if name in self.pinned}
+        names = ((set(self.models) | set(self.failed)) - set(self.pinned)) | failed_pins
         if not self.settings.models:  # serving everything: models promoted since start too
             names |= set(production_names())
         targets: list[tuple[str, StoredModel | None, str | None]] = []
         for name in sorted(names):
             try:
-                targets.append((name, resolve(name), None))
+                targets.append((name, resolve(self.pinned.get(name, name)), None))
             except KilnError as exc:
                 targets.append((name, None, exc.message))
         return targets

@@ -118,6 +118,29 @@ class ServingSettings(BaseSettings):
     max_body_bytes: Annotated[int, Bytes] = Field(default=32 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger is answered 413."""
 
+    # Limits before the body, enforced in the HTTP protocol (service/httpserver.py).
+
+    max_header_bytes: Annotated[int, Bytes] = Field(default=64 * 1024, ge=1024)
+    """Largest request line and headers together; larger is answered 431 and the connection
+    closed."""
+
+    max_headers: int = Field(default=100, ge=1)
+    """Most headers one request may carry; more is answered 431 and the connection closed."""
+
+    header_timeout: Annotated[float, Seconds] = Field(default=10.0, gt=0)
+    """Seconds from a connection opening, or from the end of its previous response, until the
+    request's headers must be complete; past it the connection is closed (after a 408 when
+    part of a request came). A connection that never sends a byte is closed by it too."""
+
+    keep_alive_timeout: Annotated[float, Seconds] = Field(default=5.0, gt=0)
+    """Seconds an idle keep-alive connection stays open after a response (or
+    `header_timeout`, if that is shorter). Replaces BentoML's fixed 5 s."""
+
+    max_connections: int = Field(default=2000, ge=1)
+    """Open connections per worker. Past it a new connection closes the one that has waited
+    longest for its request's headers (idle or slow); when every connection holds a request,
+    the new one is answered 503 with Retry-After and closed."""
+
     poll_seconds: Annotated[float, Seconds] = Field(default=30.0, ge=0)
     """How often to look for a newly promoted production version and swap it in without
     dropping requests (0: never; models pinned as NAME:VERSION never change)."""
@@ -165,6 +188,11 @@ class ServingSettings(BaseSettings):
     """The workers' event loop. uvloop is faster on bulk JSON, but accepts one new
     connection per loop turn, so under a flood of busy connections health probes waited
     seconds to get in; asyncio's loop accepts up to a hundred at a time."""
+
+    metrics_min_free_bytes: Annotated[int, Bytes] = Field(default=16 * 1024 * 1024, ge=0)
+    """Free space the Prometheus multiprocess directory (BentoML's, under `BENTOML_HOME`)
+    must keep; below it the worker logs an ERROR and `/readyz` answers 503 naming it
+    (checked at start and every 5 s; 0: only when a metrics file could not grow)."""
 
     @field_validator("api_keys", mode="before")
     @classmethod
