@@ -224,7 +224,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
             served = plane.get(name)
             _check_content_type(request)
             # refused here under overload, before the body is read (service/dataplane.py)
-            plane.admit(name, None, request.headers.get("content-length"), "json")
+            await plane.admit(name, None, request.headers.get("content-length"), "json")
             body = await _body(request)
             decode = functools.partial(_decode_records, body, served, plane.settings)
             columns, rows = await off_loop(len(body), decode)
@@ -291,7 +291,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
                 raise InvalidInput(f"{HEADER_LENGTH} must be a whole number, got {header[:20]!r}")
             inputs = [v2.InputSpec.of_feature(f.name, f.dtype) for f in served.metadata.features]
             protocol = "v2" if header is None else "v2-binary"
-            plane.admit(name, version, request.headers.get("content-length"), protocol)
+            await plane.admit(name, version, request.headers.get("content-length"), protocol)
             body = await _body(request)
             decode = functools.partial(
                 v2.decode_request,

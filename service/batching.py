@@ -117,6 +117,7 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._reserved_rows = 0
+        self._room: asyncio.Event | None = None  # set when rows leave: admissions wait on it
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kiln-{name}")
@@ -147,8 +148,31 @@ class Batcher:
         self._reserved_rows += rows
         return Reservation(self, rows)
 
+    async def reserve_within(self, rows: int, seconds: float) -> Reservation:
+        """:meth:`reserve`, waiting up to ``seconds`` for room (rows leaving the queue)
+        before ``Overloaded``. Nothing of the request is read meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            try:
+                return self.reserve(rows)
+            except Overloaded:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise
+                if self._room is None:
+                    self._room = asyncio.Event()
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), remaining)
+
+    def _rows_left(self) -> None:
+        if self._room is not None:
+            self._room.set()
+
     def _unreserve(self, rows: int) -> None:
         self._reserved_rows -= rows
+        self._rows_left()
 
     def submit(self, columns: Columns, rows: int) -> list[asyncio.Future[Outputs]]:
         """Admit a whole request or none of it: queue its chunks (one per ``max_batch_rows``)
@@ -195,7 +219,7 @@ class Batcher:
         rows = 0
         while self._queue and rows + self._queue[0].rows <= self.max_batch_rows:
             item = self._queue.popleft()
-            if item.future.cancelled():  # the client went away
+            if item.future.cancelled():  # the request failed or went away
                 self._queued_rows -= item.rows
                 continue
             batch.append(item)
@@ -203,6 +227,7 @@ class Batcher:
             if not self.merge:
                 break
         self._queued_rows -= rows
+        self._rows_left()
         return batch
 
     async def _serve(self) -> None:

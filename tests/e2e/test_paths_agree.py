@@ -53,10 +53,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert first.returncode == 0, first.stdout + first.stderr
     second = subprocess.run([KILN, "train", bad], env=env, capture_output=True, text=True)
     assert second.returncode == 4, second.stdout + second.stderr  # below its gate
+    linear = subprocess.run(  # a linear model, whose answers can overflow: see NONFINITE
+        [KILN, "train", SPECS / "breast-cancer.yaml"], env=env, capture_output=True, text=True
+    )
+    assert linear.returncode == 0, linear.stdout + linear.stderr
     listed = subprocess.run(
         [KILN, "models", "list", "--json"], env=env, capture_output=True, text=True, check=True
     )
-    by_stage = {m["stage"]: m["tag"] for m in json.loads(listed.stdout)["models"]}
+    models = json.loads(listed.stdout)["models"]
+    by_stage = {m["stage"]: m["tag"] for m in models if m["tag"].startswith("churn:")}
     return {"home": home, "production": by_stage["candidate"], "rejected": by_stage["rejected"]}
 
 
@@ -272,3 +277,58 @@ def test_a_rejected_version_only_when_named(
     # the server, serving by name, never serves it: asking for it by version is a 404
     version = rejected.split(":")[1]
     assert _v2(url, [CHURN_ROW], version=version).get("status") == 404
+
+
+NONFINITE = 1e37  # finite, accepted; the logistic regression's score overflows float32: NaN
+
+
+def test_same_verdict_on_an_answer_that_is_not_finite(
+    store: dict[str, Any], url: str, tmp_path: Path
+) -> None:
+    """Every path refuses the row whose answer is NaN, with the same words: 422 from both
+    routes and the Predictor's error, a reject from `kiln predict` (the other row scored)."""
+    listed = httpx.get(f"{url}/v1/models/breast-cancer", timeout=30).json()
+    names = [f["name"] for f in listed["features"]]
+    sane = {n: 1.0 for n in names}
+    huge = {n: NONFINITE for n in names}
+    records = httpx.post(
+        f"{url}/v1/models/breast-cancer/predict", json={"instances": [sane, huge]}, timeout=30
+    )
+    assert records.status_code == 422, records.text
+    error = records.json()["error"]
+    assert error.startswith("row 1: the model's answer is not a finite number (probabilities")
+    v2 = httpx.post(
+        f"{url}/v2/models/breast-cancer/infer",
+        json={
+            "inputs": [
+                {"name": n, "shape": [2, 1], "datatype": "FP32", "data": [1.0, NONFINITE]}
+                for n in names
+            ]
+        },
+        timeout=30,
+    )
+    assert (v2.status_code, v2.json()["error"]) == (422, error)
+    in_process = _predictor(store, "breast-cancer", [sane, huge])
+    assert (in_process["status"], in_process["error"]) == (422, error)
+
+    source = tmp_path / "tumours.csv"
+    with source.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        writer.writerows([sane, huge])
+    out = tmp_path / "scores.csv"
+    done = subprocess.run(
+        [KILN, "predict", "breast-cancer", "--input", source, "--output", out],
+        env=_env(store["home"]),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with out.open() as fh:
+        assert len(list(csv.DictReader(fh))) == 1
+    with out.with_name("scores.rejects.csv").open() as fh:
+        (reject,) = list(csv.DictReader(fh))
+    assert reject["row"] == "2"  # the file's second data row
+    assert f"row 1: {reject['reason']}" == error
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert 'kiln_nonfinite_outputs_total{model="breast-cancer"} 2.0' in metrics

@@ -49,7 +49,7 @@ def run(factory: Callable[[], Awaitable[Any]]) -> Any:
 
 async def request(plane: DataPlane, rows: int, declared: int | None = None) -> Any:
     """One request as a route makes it, in its own task: admit, then infer."""
-    plane.admit("churn", None, str(declared if declared is not None else rows * ROW_BYTES))
+    await plane.admit("churn", None, str(declared if declared is not None else rows * ROW_BYTES))
     await asyncio.sleep(0)  # the body is read
     return await plane.infer("churn", churn_columns(plane, rows), rows)
 
@@ -81,7 +81,7 @@ def test_a_request_is_refused_before_its_body_when_the_reserved_room_is_taken(
         batcher = plane.get("churn").batcher
 
         async def first() -> Admission:
-            return plane.admit("churn", None, 1_000 * ROW_BYTES)
+            return await plane.admit("churn", None, 1_000 * ROW_BYTES)
 
         held = await asyncio.create_task(first())  # a body being read: 1,000 rows reserved
         assert batcher.reserved_rows == 1_000
@@ -109,7 +109,7 @@ def test_a_body_refused_after_admission_gives_its_room_back(
         batcher = plane.get("churn").batcher
 
         async def refused_body() -> None:
-            plane.admit("churn", None, 900 * ROW_BYTES)
+            await plane.admit("churn", None, 900 * ROW_BYTES)
             assert batcher.reserved_rows == 900
             plane.record_error("churn", InvalidInput("the body is not valid JSON"))
 
@@ -117,7 +117,7 @@ def test_a_body_refused_after_admission_gives_its_room_back(
         assert batcher.reserved_rows == 0
 
         async def vanished() -> None:  # an unexpected way out: nothing gives it back but GC
-            plane.admit("churn", None, 900 * ROW_BYTES)
+            await plane.admit("churn", None, 900 * ROW_BYTES)
             raise RuntimeError("client went away")
 
         with pytest.raises(RuntimeError):
@@ -141,7 +141,7 @@ def test_an_underestimated_request_is_checked_again_with_its_real_rows(
         await request(plane, 10)
 
         async def hold(rows: int) -> Admission:
-            return plane.admit("churn", None, rows * ROW_BYTES)
+            return await plane.admit("churn", None, rows * ROW_BYTES)
 
         held = await asyncio.create_task(hold(600))
         # declared as 100 rows' bytes, holds 900 rows: admitted, then refused when queued
