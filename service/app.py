@@ -42,7 +42,7 @@ from service.codecs.bounds import check_structure, structure_budget
 from service.codecs.jsonkeys import ensure_unique_keys, payload_members
 from service.dataplane import DataPlane
 from service.fastlane import FastLane, routes_first
-from service.head import HeadAsGet
+from service.head import HeadAsGet, allow_head
 from service.models import ServedModel
 from service.openapi import install as install_openapi
 from service.settings import ServingSettings
@@ -183,7 +183,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
-        return _json({"error": str(exc.detail)}, exc.status_code, exc.headers)  # 405: Allow
+        return _json({"error": str(exc.detail)}, exc.status_code, allow_head(exc.headers))
 
     @app.exception_handler(ClientDisconnect)
     async def client_left(_: Request, exc: ClientDisconnect) -> Response:

@@ -5,13 +5,20 @@ at all is answered by BentoML's outer Starlette app, in plain text (``404 Not Fo
 path its mount does not match, such as one with a newline in it; ``405`` for a wrong
 method). This ASGI middleware, installed as a BentoML service middleware behind the fast
 lane (so the inference routes never pass through it), rewrites any 4xx or 5xx answer whose
-content type is not JSON into ``{"error": <its text>}`` with the same status and headers.
-Successful answers and JSON errors pass through untouched, unbuffered.
+content type is not JSON into ``{"error": <its text>}`` with the same status and headers
+(a 405 keeps its ``Allow``). Successful answers and JSON errors pass through untouched,
+unbuffered.
+
+One redirect is an error too: for a path that matches no route but would without its trailing
+slash (or with one), Starlette's router answers 307 with a ``Location`` built from the
+client's own ``Host`` header, a redirect anyone can point anywhere. Kiln's routes never
+redirect, so such an answer becomes 404 ``{"error": ...}`` naming the path without the slash.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,26 +38,51 @@ class JsonErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start: Message | None = None
-        body = bytearray()
+        held: Message | None = None  # a response start held back: its answer becomes JSON
+        text = bytearray()
+        replaced: str | None = None  # the message, when not the held answer's own text
 
         async def rewrite(message: Message) -> None:
-            nonlocal start
+            nonlocal held, replaced
             if message["type"] == "http.response.start":
+                if _slash_redirect(scope, message):
+                    held = {**message, "status": 404, "headers": []}
+                    replaced = _slash_message(scope)
+                    return
                 if message["status"] >= 400 and not _is_json(message.get("headers", [])):
-                    start = message  # hold it: the body becomes JSON
+                    held = message
                     return
                 await send(message)
                 return
-            if start is None or message["type"] != "http.response.body":
+            if held is None or message["type"] != "http.response.body":
                 await send(message)
                 return
-            body.extend(message.get("body", b""))
+            text.extend(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            await _send_json(send, start, bytes(body), scope["method"] == "HEAD")
+            own = bytes(text) if replaced is None else replaced.encode()
+            await _send_json(send, held, own, scope["method"] == "HEAD")
 
         await self.app(scope, receive, rewrite)
+
+
+def _slash_redirect(scope: Scope, start: Message) -> bool:
+    """Whether ``start`` is the router's redirect of this path to itself with or without a
+    trailing slash."""
+    if start["status"] not in (307, 308):
+        return False
+    path: str = scope.get("path", "")
+    other = path[:-1] if path.endswith("/") else path + "/"
+    for name, value in start.get("headers", []):
+        if name.lower() == b"location":
+            return bool(other) and urlsplit(value.decode("latin-1")).path == other
+    return False
+
+
+def _slash_message(scope: Scope) -> str:
+    path: str = scope.get("path", "")
+    hint = f" (did you mean {path.rstrip('/')!r}?)" if path.endswith("/") else ""
+    return f"no route {path[:200]!r}{hint}"
 
 
 def _is_json(headers: Any) -> bool:

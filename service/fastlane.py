@@ -27,12 +27,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from kiln.errors import KilnError
 
 __all__ = ["FAST_ROUTES", "FastLane", "routes_first"]
 
@@ -99,9 +96,11 @@ class FastLane:
         try:
             return await endpoint(request=request, **params)
         except Exception as exc:
+            # The handler of the nearest class, as Starlette's own lookup walks the MRO:
+            # KilnError, ClientDisconnect and HTTPException each have theirs, then Exception.
             handlers = fastapi.exception_handlers
-            for kind in (KilnError, HTTPException, Exception):
-                if isinstance(exc, kind) and kind in handlers:
+            for kind in type(exc).__mro__:
+                if kind in handlers:
                     answer = handlers[kind](request, exc)
                     response = await answer if inspect.isawaitable(answer) else answer
                     assert isinstance(response, Response)

@@ -8,7 +8,10 @@ The check costs almost nothing in the common case. A request's raw text has one 
 object member plus any inside strings, so when the count of ``:`` bytes equals the number of
 members in the parsed document, no member was lost to a duplicate (and no string holds a
 colon). Only otherwise, when a string holds a colon or a key repeats, is the text parsed
-again by the standard library with a hook that sees every member, which finds the key.
+again by the standard library with a hook that sees every member, which finds the key. By
+then the free-form members have been walked within their depth bound (service/codecs/bounds.py),
+so the standard library's recursive parser meets no deep nesting there; deeper nesting
+elsewhere is still a 400.
 """
 
 from __future__ import annotations
@@ -17,17 +20,9 @@ import json
 from typing import Any
 
 from kiln.errors import InvalidInput
+from service.codecs.bounds import free_form
 
-__all__ = ["ensure_unique_keys", "members", "payload_members"]
-
-
-def members(node: Any) -> int:
-    """How many object members ``node`` holds, at any depth (for small values: parameters)."""
-    if isinstance(node, dict):
-        return len(node) + sum(members(v) for v in node.values())
-    if isinstance(node, list):
-        return sum(members(v) for v in node)
-    return 0
+__all__ = ["ensure_unique_keys", "payload_members"]
 
 
 class _Duplicate(Exception):
@@ -64,7 +59,8 @@ def ensure_unique_keys(text: bytes | memoryview, parsed_members: int) -> None:
 
 
 def payload_members(payload: dict[str, Any]) -> int:
-    """Object members of a decoded payload (rows hold plain values once decoded), for
-    :func:`ensure_unique_keys`."""
+    """Object members of a decoded records payload (rows hold plain values once decoded), for
+    :func:`ensure_unique_keys`; its free-form ``parameters`` within their bounds, or
+    ``InvalidInput``."""
     rows = payload.get("instances") or ()
-    return len(payload) + sum(map(len, rows)) + members(payload.get("parameters"))
+    return len(payload) + sum(map(len, rows)) + free_form(payload.get("parameters"), "'parameters'")

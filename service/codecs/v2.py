@@ -40,7 +40,8 @@ import numpy as np
 import orjson
 
 from kiln.errors import InvalidInput, PayloadTooLarge
-from service.codecs.jsonkeys import ensure_unique_keys, members
+from service.codecs.bounds import MAX_DEPTH, check_structure, free_form, structure_budget
+from service.codecs.jsonkeys import ensure_unique_keys
 
 __all__ = [
     "DATATYPES",
@@ -197,6 +198,8 @@ def _flatten(tensor: _Tensor, rows: int) -> list[Any]:
     while stack:
         for item in stack[-1]:
             if isinstance(item, list):
+                if len(stack) == MAX_DEPTH:
+                    raise InvalidInput(f"{tensor.where}: 'data' is nested too deeply")
                 stack.append(iter(item))
                 break
             flat.append(item)
@@ -309,8 +312,11 @@ def decode_request(
         where = f"outside the body of {len(body)} bytes"
         raise InvalidInput(f"Inference-Header-Content-Length {split} is {where}")
     binary = memoryview(body)[split:]
+    header = body[:split] if split < len(body) else body
+    what = f"a request of {max_rows:,} rows of {len(inputs)} inputs"
+    check_structure(header, structure_budget(max_rows, len(inputs)), what)
     try:
-        doc = orjson.loads(body[:split] if split < len(body) else body)
+        doc = orjson.loads(header)
     except orjson.JSONDecodeError as error:
         hint = "" if header_length is not None else " (binary data needs the header length)"
         raise InvalidInput(f"request is not valid JSON: {str(error)[:80]}{hint}") from None
@@ -361,19 +367,27 @@ def decode_request(
             raise InvalidInput(f"{tensor.where} has {n} rows, earlier inputs have {rows}")
         rows = n
     columns = {spec.name: _column(tensors[spec.name], spec, rows) for spec in inputs}
-    ensure_unique_keys(body[:split], _members(doc))
+    ensure_unique_keys(header, _members(doc))
     return V2Request(request_id, columns, rows, outputs, parameters)
 
 
 def _members(doc: dict[str, Any]) -> int:
     """The object members of a decoded request, without walking the tensors' data (which holds
     numbers and strings once decoded); a count that misses some only makes
-    ``ensure_unique_keys`` look closer, never wrongly pass."""
-    found = len(doc) + members(doc.get("parameters"))
+    ``ensure_unique_keys`` look closer, never wrongly pass. Every other value is free-form
+    as far as bounds go (``parameters``, and fields the protocol does not define): walked
+    within :mod:`service.codecs.bounds`'s limits, or ``InvalidInput``."""
+    found = len(doc)
+    for key, value in doc.items():
+        if key not in ("inputs", "outputs"):
+            found += free_form(value, f"request {_q(key)}")
     for key in ("inputs", "outputs"):
-        for item in doc.get(key) or ():
+        for index, item in enumerate(doc.get(key) or ()):
             if isinstance(item, dict):
-                found += len(item) + members(item.get("parameters"))
+                found += len(item)
+                for field, value in item.items():
+                    if field != "data":
+                        found += free_form(value, f"{key}[{index}].{field}")
     return found
 
 
