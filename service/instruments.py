@@ -304,8 +304,7 @@ def _reserved_class(base: type[Any]) -> type[Any]:
             FILES.refused = (
                 f"metrics directory {Path(filename).parent} is full "
                 f"({exc.strerror}): new metric series are not exported"
-            )
-            log.error("not ready: %s", FILES.refused)
+            )  # SpaceGuard logs it and takes the worker out of service
 
     class ReservedMmapedDict(base):
         def __init__(self, filename: str, read_mode: bool = False) -> None:

@@ -8,6 +8,7 @@ model name, ``_unknown`` or ``_other``, and a known route keeps its label.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -95,3 +96,87 @@ def test_random_paths_add_no_series(
         leaked = [e for e in endpoints if re.search(r"r[0-9a-f]{16}", e)]
         assert not leaked, f"client-sent path parts in labels: {leaked[:5]}"
         assert len(endpoints) < 60, sorted(endpoints)
+
+
+# -- A full metrics directory: a log line and a failing /readyz, not a crash loop -----------
+
+
+def _workers(process: subprocess.Popen[bytes]) -> set[int]:
+    import psutil
+
+    children = psutil.Process(process.pid).children(recursive=True)
+    return {child.pid for child in children if "worker" in " ".join(child.cmdline())}
+
+
+def _wine_row(url: str) -> dict[str, float]:
+    wine = httpx.get(f"{url}/v1/models/wine").json()
+    return dict.fromkeys((f["name"] for f in wine["features"]), 13.0)
+
+
+def test_a_low_metrics_directory_is_not_ready(
+    served_models: dict[str, Any], tmp_path: Path
+) -> None:
+    log = tmp_path / "server.log"
+    settings = {"KILN_SERVE_METRICS_MIN_FREE_BYTES": str(2**60)}  # more than any disk has
+    with kiln_server(served_models, log, wait_for="/livez", **settings) as url:
+        deadline = time.monotonic() + 15
+        while "problems" not in (body := httpx.get(f"{url}/readyz").json()):
+            assert time.monotonic() < deadline, body
+            time.sleep(0.5)
+        ready = httpx.get(f"{url}/readyz")
+        assert ready.status_code == 503 and "KILN_SERVE_METRICS_MIN_FREE_BYTES" in str(body)
+        assert body["failed"] == {} and set(body["models"]) == {"churn", "diabetes", "wine"}
+        answer = httpx.post(f"{url}/v1/models/wine/predict", json={"instances": [_wine_row(url)]})
+        assert answer.status_code == 200
+    assert re.search(r"ERROR.*not ready: metrics directory .* MiB free", log.read_text())
+
+
+def test_a_full_metrics_directory_is_not_a_crash(
+    served_models: dict[str, Any], bentoml_home: Path, tmp_path: Path
+) -> None:
+    """The directory a small tmpfs, filled up once the server is ready: the next new series
+    finds no room. Without the reservation the worker dies of SIGBUS (and again when it
+    restarts), with nothing in the log."""
+    import os
+
+    from tests.servers import kiln_process
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    home = tmp_path / "store"
+    shutil.copytree(bentoml_home / "models", home / "models")
+    directory = home / "prometheus_multiproc_dir"
+    directory.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(directory)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mount is not allowed here: {mounted.stderr.decode().strip()}")
+    log = tmp_path / "server.log"
+    settings = {"BENTOML_HOME": str(home), "KILN_SERVE_METRICS_MIN_FREE_BYTES": "0"}
+    try:
+        with kiln_process(served_models, log, **settings) as (url, process):
+            workers = _workers(process)
+            filler = directory / "filler"  # not *.db: no metrics file; fills what is left
+            with contextlib.suppress(OSError), filler.open("wb", buffering=0) as out:
+                while True:
+                    out.write(b"\0" * 4096)
+            row = {"instances": [_wine_row(url)]}
+            paths = ["/v1/models", "/v2", "/docs", "/openapi.json", "/try", "/schema.json"]
+            paths += [f"/v1/models/{name}" for name in served_models]
+            deadline = time.monotonic() + 30
+            while "problems" not in (body := httpx.get(f"{url}/readyz").json()):
+                assert time.monotonic() < deadline, f"never full: {body}"
+                for path in paths:  # each a new series in the histograms' file
+                    for method, tail in (("GET", ""), ("GET", "/nope"), ("DELETE", "")):
+                        httpx.request(method, f"{url}{path}{tail}")
+                answer = httpx.post(f"{url}/v1/models/wine/predict", json=row)
+                assert answer.status_code == 200, answer.text
+            assert "is full" in body["problems"]["metrics"], body
+            assert httpx.get(f"{url}/readyz").status_code == 503
+            assert httpx.post(f"{url}/v1/models/wine/predict", json=row).status_code == 200
+            assert httpx.get(f"{url}/metrics").status_code == 200
+            assert _workers(process) == workers, "a worker died"
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+    assert re.search(r"ERROR.*not ready: metrics directory .* is full", log.read_text())
