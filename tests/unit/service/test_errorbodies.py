@@ -44,3 +44,24 @@ def test_success_and_json_errors_pass_untouched() -> None:
     ok = client.get("/ok")
     assert ok.text == "fine" and ok.headers["content-type"].startswith("text/plain")
     assert client.get("/json").json() == {"error": "ours"}
+
+
+def test_a_trailing_slash_redirect_is_a_404_without_location() -> None:
+    client = _client()
+    for path in ("/ok/", "/text/"):
+        answer = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+        assert answer.status_code == 404, answer.headers
+        assert "location" not in answer.headers
+        assert answer.json() == {"error": f"no route {path!r} (did you mean {path[:-1]!r}?)"}
+
+
+def test_other_redirects_pass() -> None:
+    from starlette.responses import RedirectResponse
+
+    async def moved(_: object) -> RedirectResponse:
+        return RedirectResponse("/elsewhere")
+
+    app = Starlette(routes=[Route("/old", moved)])
+    app.add_middleware(JsonErrors)
+    answer = TestClient(app).get("/old", follow_redirects=False)
+    assert answer.status_code == 307 and answer.headers["location"] == "/elsewhere"
