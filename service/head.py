@@ -11,17 +11,19 @@ that takes no ``GET`` answers 405 with its ``Allow`` header, as for any other me
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["HeadAsGet", "allow_head"]
 
 
-def allow_head(headers: dict[str, str] | None) -> dict[str, str] | None:
+def allow_head(headers: Mapping[str, str] | None) -> dict[str, str] | None:
     """A 405's headers with ``HEAD`` in ``Allow`` wherever ``GET`` is (the router's ``Allow``
     names only the methods a route declares)."""
     allow = (headers or {}).get("Allow")
     if allow is None:
-        return headers
+        return None if headers is None else dict(headers)
     methods = [m.strip() for m in allow.split(",")]
     if "GET" in methods and "HEAD" not in methods:
         methods.insert(methods.index("GET") + 1, "HEAD")
