@@ -60,3 +60,30 @@ def test_a_damaged_new_version_is_reported_once_and_the_old_keeps_serving(
     failures = registry.get_sample_value("kiln_model_load_failures_total", {"model": NAME})
     assert failures == 1
     asyncio.run(plane.close())
+
+
+def test_a_pinned_model_that_failed_serves_once_its_file_is_restored() -> None:
+    old, _ = _versions()
+    onnx = get_model(old).onnx_path
+    good = onnx.read_bytes()
+    onnx.write_bytes(good + b"\0")  # its sha256 no longer matches kiln.json
+    registry = CollectorRegistry()
+    plane = DataPlane.load(ServingSettings(models=[old], poll_seconds=0), Metrics(registry))
+    assert NAME in plane.failed and not plane.ready
+    assert asyncio.run(plane.refresh()) == [] and NAME in plane.failed  # still damaged
+
+    onnx.write_bytes(good)
+    assert asyncio.run(plane.refresh()) == [old]
+    assert plane.ready and plane.failed == {} and plane.models[NAME].version == old.split(":")[1]
+    assert registry.get_sample_value("kiln_model_ready", {"model": NAME}) == 1
+    assert asyncio.run(plane.refresh()) == []  # pinned and serving: never reloaded
+
+
+def test_a_problem_of_the_worker_keeps_it_out_of_service() -> None:
+    old, _ = _versions()
+    plane = DataPlane.load(ServingSettings(models=[old], poll_seconds=0))
+    assert plane.ready
+    plane.served.problems["metrics"] = "metrics directory /x is full"
+    assert not plane.ready
+    plane.served.problems.clear()
+    assert plane.ready

@@ -43,3 +43,12 @@ def test_the_middleware_answers_readyz_and_passes_the_rest() -> None:
     assert response.headers["content-type"] == "application/json"
     assert client.head("/readyz").status_code == 503
     assert client.get("/livez").text == "other"
+
+
+def test_readiness_names_the_workers_own_problems() -> None:
+    plane = _plane(["wine"], {})
+    plane.served = SimpleNamespace(problems={"metrics": "metrics directory /x is full"})
+    plane.ready = False  # ModelSet.ready counts its problems
+    status, body = readiness(plane)
+    assert status == 503 and body["problems"] == {"metrics": "metrics directory /x is full"}
+    assert "problems" not in readiness(_plane(["wine"], {}))[1]
