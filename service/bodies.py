@@ -16,16 +16,21 @@ it. A thread helps although the parse holds the GIL: Python switches threads eve
 Python steps (the row checks, the duplicate-key scan, the chunked structure count). One C call
 is not interrupted: orjson parses a whole document at once, about 2 ms per MiB on this machine
 (docs/reliability.md has the measurements), which the structure bound keeps to what the rows
-need. Small bodies, the common case, are decoded on the loop: a thread's hand-off would cost
+need. There is one such thread per worker: with several, the loop competed with all of them
+for the GIL (four 32 MiB bodies at once held ``/livez`` 139 ms), and one at a time also
+bounds the memory that large bodies being decoded hold together. Inflating gzip runs there
+too. Small bodies, the common case, are decoded on the loop: a thread's hand-off would cost
 more than their decode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from starlette.requests import ClientDisconnect, Request
@@ -65,9 +70,9 @@ async def read_body(request: Request, limit: int, on_disconnect: Callable[[], No
         raise
     if encoding is None:
         return bytes(body)
-    if len(body) > OFF_LOOP_BYTES:  # zlib releases the GIL while it inflates
-        return await asyncio.to_thread(inflate, bytes(body), limit)
-    return inflate(bytes(body), limit)
+    # In a thread whatever its size: a few KB of gzip can inflate to the whole limit (200 KB
+    # to 32 MiB held the loop 0.1 s), and zlib releases the GIL while it inflates.
+    return await _in_thread(functools.partial(inflate, bytes(body), limit))
 
 
 def _encoding(header: str | None) -> str | None:
@@ -109,5 +114,15 @@ def inflate(data: bytes, limit: int) -> bytes:
 async def off_loop(size: int, decode: Callable[[], T]) -> T:
     """``decode()``, in a thread when the body it decodes (``size`` bytes) is large."""
     if size > OFF_LOOP_BYTES:
-        return await asyncio.to_thread(decode)
+        return await _in_thread(decode)
     return decode()
+
+
+@functools.cache
+def _decoder() -> ThreadPoolExecutor:
+    """The worker's one decoding thread, started on first use (nothing at import)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-decode")
+
+
+async def _in_thread(work: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_decoder(), work)
