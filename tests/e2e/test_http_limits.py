@@ -172,6 +172,19 @@ def test_keep_alive_requests_are_served_and_an_idle_connection_closes(server: st
             assert answer.status_code == 200
 
 
+def test_a_thousand_pipelined_requests_are_all_answered(server: str) -> None:
+    """Far past the header limit in all, each head within it (a guard: uvicorn passed it)."""
+    body = json.dumps({"instances": [CHURN_ROW]}).encode()
+    request = b"POST /v1/models/churn/predict HTTP/1.1\r\nHost: kiln\r\n"
+    request += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    with connect(server, timeout=30) as sock:
+        sock.sendall(request * 1000)
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 1000 and (chunk := sock.recv(1 << 20)):
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 200 OK\r\n") == 1000
+
+
 SLOW = 400  # slow connections, past both the limit and the worker's spare descriptors
 WAVE = 25  # opened at once: asyncio accepts a whole burst before the limit can act
 MAX_CONNECTIONS = 50
