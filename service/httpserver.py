@@ -236,8 +236,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- Reading -------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        # The hot path: uvicorn's own data_received and two comparisons (calling _feed from
-        # here cost a tenth of the protocol's time per request, measured).
+        # The hot path: uvicorn's own data_received plus two comparisons, written out here
+        # rather than calling _feed, to spare a call per request.
         phase = self._phase
         if phase == _HEAD:
             self._head_bytes += len(data)
