@@ -44,7 +44,7 @@ from kiln.errors import (
 from kiln.runtime import ModelRuntime
 from kiln.values import check_columns, nonfinite_outputs
 from service.batching import Batcher, BatchStats, Columns, Outputs, Reservation
-from service.metrics import Metrics
+from service.metrics import UNKNOWN_LABEL, Metrics
 from service.models import ModelSet, ServedModel
 from service.settings import ServingSettings
 
@@ -183,7 +183,11 @@ class DataPlane:
         which also gives back the room its admission held."""
         _take_admission()
         if self.metrics:
-            self.metrics.errors.labels(model, error_reason(exc)).inc()
+            # The name comes from the URL: a label only when it is a model this worker knows,
+            # else every name a client invents would be a new series.
+            known = model in self.served.models or model in self.served.failed
+            label = model if known else UNKNOWN_LABEL
+            self.metrics.errors.labels(label, error_reason(exc)).inc()
 
     def estimate_rows(self, name: str, protocol: str, declared_bytes: int | None) -> int:
         """Rows a body of ``declared_bytes`` likely holds: its size over the bytes per row of

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ERROR_REASONS", "Metrics"]
+__all__ = ["ERROR_REASONS", "UNKNOWN_LABEL", "Metrics"]
 
+# The model label of a name (from a URL) that this worker neither serves nor failed to load.
+UNKNOWN_LABEL = "_unknown"
 ERROR_REASONS = ("invalid_input", "model_not_found", "overloaded", "internal")
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)

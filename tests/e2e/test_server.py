@@ -141,7 +141,7 @@ def test_metrics_families_and_error_counts(server: str) -> None:
     ):
         assert family in text, family
     assert _metric(text, "kiln_request_errors_total", model="churn", reason="invalid_input") >= 1
-    assert _metric(text, "kiln_request_errors_total", model="nope", reason="model_not_found") >= 1
+    assert _metric(text, "kiln_request_errors_total", model="_unknown", reason="model_not_found") >= 1
     info = r'kiln_model_info\{[^}]*model="churn"[^}]*provider="CPUExecutionProvider"'
     assert re.search(info, text)
     assert "bentoml_" in text  # BentoML's own request metrics stay
