@@ -86,9 +86,15 @@ def test_random_paths_add_no_series(
         after = httpx.get(f"{url}/metrics")
         size = len(after.content)
         files = sum(f.stat().st_size for f in (bentoml_home / "prometheus_multiproc_dir").glob("*"))
+        errors = sum(
+            len(line) + 1
+            for line in after.text.splitlines()
+            if line.startswith("kiln_request_errors_total")
+        )
         print(
             f"\n{done} random-path requests in {seconds:.1f} s: /metrics {len(before):,} -> "
-            f"{size:,} bytes, multiprocess files {files:,} bytes"
+            f"{size:,} bytes ({errors:,} of them kiln_request_errors_total), multiprocess "
+            f"files {files:,} bytes"
         )
         assert size < 1_000_000, f"/metrics is {size:,} bytes after {done} requests"
         endpoints = _endpoints(after.text)
