@@ -133,6 +133,11 @@ class DataPlane:
         return self.served.failed
 
     @property
+    def problems(self) -> dict[str, str]:
+        """What else keeps this worker out of service (a full metrics directory)."""
+        return self.served.problems
+
+    @property
     def ready(self) -> bool:
         return self.served.ready
 

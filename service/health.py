@@ -49,7 +49,7 @@ def readiness(plane: Any) -> tuple[int, dict[str, Any]]:
     }
     # What else keeps the worker out of service (service/models.py ModelSet.problems), e.g.
     # a full metrics directory: named only when there is something to name.
-    problems = getattr(getattr(plane, "served", None), "problems", None)
+    problems = plane.problems
     if problems:
         body["problems"] = dict(sorted(problems.items()))
     return (200 if plane.ready else 503), body

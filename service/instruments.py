@@ -39,6 +39,7 @@ from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddle
 from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.metrics import UNKNOWN_LABEL
 from service.settings import ServingSettings
 
 __all__ = [
@@ -56,7 +57,7 @@ __all__ = [
 log = logging.getLogger("kiln.service")
 
 OTHER = "_other"  # the endpoint of a path that matches no route
-UNKNOWN = "_unknown"  # a route's {name} or {version} that this worker does not serve
+UNKNOWN = UNKNOWN_LABEL  # a route's {name} or {version} that this worker does not serve
 CHECK_SECONDS = 5.0  # how often SpaceGuard looks at the metrics directory's free space
 _STILL_FULL = 1 << 20  # after a file could not grow: not ready until this much is free
 MODEL_PARAM = "/models/{name}"  # a route whose {name} (and {version}) name a served model

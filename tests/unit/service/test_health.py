@@ -15,7 +15,10 @@ from service.health import ReadinessMiddleware, readiness
 
 def _plane(models: list[str], failed: dict[str, str]) -> Any:
     return SimpleNamespace(
-        models=dict.fromkeys(models), failed=failed, ready=bool(models) and not failed
+        models=dict.fromkeys(models),
+        failed=failed,
+        problems={},
+        ready=bool(models) and not failed,
     )
 
 
@@ -47,7 +50,7 @@ def test_the_middleware_answers_readyz_and_passes_the_rest() -> None:
 
 def test_readiness_names_the_workers_own_problems() -> None:
     plane = _plane(["wine"], {})
-    plane.served = SimpleNamespace(problems={"metrics": "metrics directory /x is full"})
+    plane.problems = {"metrics": "metrics directory /x is full"}
     plane.ready = False  # ModelSet.ready counts its problems
     status, body = readiness(plane)
     assert status == 503 and body["problems"] == {"metrics": "metrics directory /x is full"}
