@@ -67,15 +67,20 @@ _RETRY_AFTER_SECONDS = 1
 _HEAD, _BODY, _REFUSED, _CLOSING = range(4)
 
 
+def _default(field: str) -> Any:
+    return ServingSettings.model_fields[field].default
+
+
 @dataclass(frozen=True)
 class HttpLimits:
     """The connection limits of one worker (defaults: those of :class:`ServingSettings`)."""
 
-    max_header_bytes: int = 64 * 1024
-    max_headers: int = 100
-    header_timeout: float = 10.0
-    keep_alive_timeout: float = 5.0
-    max_connections: int = 2000
+    # The defaults are the settings' own, defined there once.
+    max_header_bytes: int = _default("max_header_bytes")
+    max_headers: int = _default("max_headers")
+    header_timeout: float = _default("header_timeout")
+    keep_alive_timeout: float = _default("keep_alive_timeout")
+    max_connections: int = _default("max_connections")
 
     @classmethod
     def from_settings(cls, settings: ServingSettings) -> HttpLimits:
@@ -248,13 +253,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if phase == _REFUSED:  # its request is in: answer it
                 self.answer(503, f"over {self.limits.max_connections} connections; retry later")
             return  # _CLOSING: dropped
-        self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._parser_error(exc)
-        except httptools.HttpParserUpgrade:
-            self._upgrade()
+        self._feed(data)
 
     def _feed_head_over_limit(self, data: bytes) -> None:
         """Feed only the bytes a head may still take; 431 unless the head ends within them.
