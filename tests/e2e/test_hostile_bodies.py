@@ -22,6 +22,7 @@ import httpx
 import psutil
 import pytest
 
+from service.settings import ServingSettings
 from tests.conftest import CHURN_ROW
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -30,13 +31,14 @@ RECORDS = "/v1/models/churn/predict"
 V2 = "/v2/models/churn/infer"
 JSON = {"Content-Type": "application/json"}
 MiB = 1024 * 1024
+LIMIT = ServingSettings.model_fields["max_body_bytes"].default  # the default body limit
 
 
 @pytest.fixture(scope="module")
 def server(
     served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, psutil.Process, Path]]:
-    """A server at the default limits (32 MiB bodies, 10,000 rows), its process and log."""
+    """A server at the default limits (16 MiB bodies, 10,000 rows), its process and log."""
     from tests.servers import kiln_process
 
     log = tmp_path_factory.mktemp("hostile") / "server.log"
@@ -155,14 +157,14 @@ def test_parameters_of_many_values_are_a_400(server: tuple[str, psutil.Process, 
 # -- 6. bodies that amplify memory or hold the event loop ----------------------------------
 
 
-def test_32_mib_of_empty_objects_is_refused_cheaply(
+def test_a_body_of_empty_objects_is_refused_cheaply(
     server: tuple[str, psutil.Process, Path],
 ) -> None:
     url, process, _ = server
     row = json.dumps({"instances": [CHURN_ROW], "parameters": []}).encode()
-    fill = (32 * MiB - len(row) - 10) // 3
+    fill = (LIMIT - len(row) - 10) // 3
     body = row[:-2] + b"[" + b"{}," * fill + b"{}]}"
-    assert len(body) <= 32 * MiB
+    assert len(body) <= LIMIT
     before = _rss_mb(process)
     with _Poller(url, process) as poll:
         response = httpx.post(url + RECORDS, content=body, headers=JSON, timeout=60)
@@ -173,7 +175,7 @@ def test_32_mib_of_empty_objects_is_refused_cheaply(
     assert httpx.get(url + "/livez", timeout=10).status_code == 200
 
 
-@pytest.mark.parametrize("what", ["10000-rows", "one-30-MiB-string", "braces-in-strings"])
+@pytest.mark.parametrize("what", ["10000-rows", "one-long-string", "braces-in-strings"])
 def test_a_large_request_in_flight_leaves_the_loop_free(
     server: tuple[str, psutil.Process, Path], what: str
 ) -> None:
@@ -181,8 +183,8 @@ def test_a_large_request_in_flight_leaves_the_loop_free(
     if what == "10000-rows":
         body = json.dumps({"instances": [CHURN_ROW] * 10_000}).encode()
         status = 200
-    elif what == "one-30-MiB-string":
-        body = json.dumps({"instances": [CHURN_ROW], "parameters": "x" * (30 * MiB)}).encode()
+    elif what == "one-long-string":
+        body = json.dumps({"instances": [CHURN_ROW], "parameters": "x" * (LIMIT - MiB)}).encode()
         status = 200
     else:  # {, [ and , inside strings are not structure: counted outside strings
         text = "{[," * 2000
@@ -286,7 +288,7 @@ def test_gzip_bodies_are_read_within_the_limit(
     v2 = json.dumps({"inputs": _v2_inputs()}).encode()
     answer = httpx.post(url + V2, content=gzip.compress(v2), headers=zipped, timeout=30)
     assert answer.status_code == 200, answer.text
-    # A bomb: 200 MB of spaces in 200 KB; inflated no further than the 32 MiB limit.
+    # A bomb: 200 MB of spaces in 200 KB; inflated no further than the body limit.
     bomb = gzip.compress(plain[:-1] + b" " * (200 * 10**6) + b"}", compresslevel=9)
     assert len(bomb) < MiB
     before = _rss_mb(process)
