@@ -48,21 +48,12 @@ from service.metrics import UNKNOWN_LABEL, Metrics
 from service.models import ModelSet, ServedModel
 from service.settings import ServingSettings
 
-__all__ = ["ADMISSION_WAIT_S", "PROTOCOLS", "Admission", "DataPlane", "error_reason"]
+__all__ = ["PROTOCOLS", "Admission", "DataPlane", "error_reason"]
 
 PROTOCOLS = ("json", "v2", "v2-binary")
 """Bodies whose bytes per row are learned apart: JSON records, V2 JSON, V2 binary tensors."""
 
 _LEARN = 0.2  # weight of the newest request in the bytes-per-row average
-
-ADMISSION_WAIT_S = 0.25
-"""How long a request may wait for room in a full queue, before its body is read, until it
-is refused. Why wait at all: clients that retry at once (closed-loop load generators, naive
-retry loops) turn each refusal into another request, and on the 2-core bench machine 16 such
-clients sending 1,000-row bodies at a queue of 4,000 rows got 500 refusals a second, whose
-bodies (700 KB each, sent and discarded) and answers took the CPU the model needed: 0.60 of
-capacity served (bench/overload.py). Waiting a quarter of a second caps that at four
-refusals per client a second; a request that finds room meanwhile is served."""
 
 
 @dataclass
@@ -212,13 +203,13 @@ class DataPlane:
     ) -> Admission:
         """Admit a request before its body is read, or raise ``Overloaded`` (503): room for
         its estimated rows (:meth:`estimate_rows`) is reserved in the model's queue until
-        :meth:`infer` queues it, waiting up to :data:`ADMISSION_WAIT_S` for room.
+        :meth:`infer` queues it, waiting up to ``admission_wait`` (a setting) for room.
         ``declared_bytes``: the Content-Length, as sent or parsed."""
         _take_admission()  # one per request: a stale one (a pipelined request's) goes back
         served = self.served.get(name, version)
         size = _declared(declared_bytes)
         rows = self.estimate_rows(name, protocol, size)
-        reservation = await served.batcher.reserve_within(rows, ADMISSION_WAIT_S)
+        reservation = await served.batcher.reserve_within(rows, self.settings.admission_wait)
         admission = Admission(name, protocol, size, reservation)
         _admitted.set(admission)
         return admission
