@@ -19,7 +19,7 @@ sum of ``kiln_batch_rows`` on /metrics) and rows counted received
 (``kiln_rows_received_total``), so work done for refused requests shows as ``wasted``
 (rows run minus rows answered 200), and the ratio of served rows/s to capacity::
 
-    .venv/bin/python bench/overload.py                  # about 2 minutes
+    .venv/bin/python bench/overload.py                  # about 3 minutes
     .venv/bin/python bench/overload.py --seconds 4      # quicker
 
 Figures as JSON to ``bench/runs/overload-latest.json``, a Markdown table to stdout; exit 1
@@ -128,7 +128,7 @@ def serve(home: Path, label: str, env: dict[str, str]) -> tuple[servers.Server, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=8, help="each hey run (default 8)")
+    parser.add_argument("--seconds", type=int, default=15, help="each hey run (default 15)")
     parser.add_argument("--capacity-clients", default="2,4", help="clients tried for capacity")
     parser.add_argument("--small-queue", type=int, default=4_000, help="rows, second overload")
     parser.add_argument("--goal", type=float, default=0.8, help="least served/capacity ratio")
