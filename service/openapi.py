@@ -227,7 +227,9 @@ _WHY = {
     "401": "An API key is configured and the request has none, or a wrong one.",
     "404": "No such model (or version).",
     "413": "Body over the size limit, or more rows than one request may carry.",
-    "415": "A content type the route does not read.",
+    "415": "A content type (or content encoding) the route does not read.",
+    "422": "The model's answer for a row is not a finite number (inputs far outside the "
+    "training data); the error names the rows.",
     "503": "Not ready (starting, or the model failed to load), or overloaded: retry after "
     "Retry-After seconds.",
     "504": "Not answered within the request timeout.",
@@ -244,7 +246,7 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 _READ = ("401", "503")
 _MODEL = ("401", "404", "503")
-_POST = ("400", "401", "404", "413", "415", "503", "504")
+_POST = ("400", "401", "404", "413", "415", "422", "503", "504")
 
 # (method, path) -> (request body schema or None, {status: response}).
 _OPERATIONS: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = {
