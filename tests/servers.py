@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,7 +20,15 @@ import pytest
 
 from tests.conftest import REPO
 
-__all__ = ["free_port", "kiln_process", "kiln_server", "start", "stop", "wait_ready"]
+__all__ = [
+    "free_port",
+    "hey_statuses",
+    "kiln_process",
+    "kiln_server",
+    "start",
+    "stop",
+    "wait_ready",
+]
 
 
 def free_port() -> int:
@@ -95,3 +104,9 @@ def kiln_server(
     """:func:`kiln_process`, yielding only the URL."""
     with kiln_process(served_models, log, wait_for=wait_for, **settings) as (url, _):
         yield url
+
+
+def hey_statuses(output: str) -> dict[int, int]:
+    """Answers per status code in ``hey``'s report (its "Status code distribution")."""
+    found = re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", output, re.MULTILINE)
+    return {int(code): int(count) for code, count in found}

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import CHURN_ROW
-from tests.servers import kiln_server
+from tests.servers import hey_statuses, kiln_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -33,11 +33,6 @@ SETTINGS = {  # 1,000-row requests split into two chunks; room for two requests
 def _metric(text: str, name: str) -> float:
     pattern = rf'^{name}\{{[^}}]*model="churn"[^}}]*\}} ([0-9.e+-]+)$'
     return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
-
-
-def _statuses(output: str) -> dict[int, int]:
-    found = re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", output, re.MULTILINE)
-    return {int(code): int(count) for code, count in found}
 
 
 def _hey(url: str, body: Path, clients: int, seconds: int) -> subprocess.Popen[str]:
@@ -84,7 +79,7 @@ def test_overload_wastes_no_model_work_and_counts_no_refused_rows(
             out, _ = load.communicate(timeout=SECONDS + 60)
         after = httpx.get(f"{url}/metrics", timeout=30).text
 
-    statuses = _statuses(out)
+    statuses = hey_statuses(out)
     assert set(statuses) <= {200, 503}, out
     assert statuses.get(503, 0) > 10, out  # it really was over what it takes
     ran = _metric(after, "kiln_batch_rows_sum") - _metric(before, "kiln_batch_rows_sum")

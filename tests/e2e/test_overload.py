@@ -20,16 +20,11 @@ import httpx
 import pytest
 
 from tests.conftest import CHURN_ROW
-from tests.servers import kiln_server
+from tests.servers import hey_statuses, kiln_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SECONDS = 8
-
-
-def _statuses(output: str) -> dict[int, int]:
-    found = re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", output, re.MULTILINE)
-    return {int(code): int(count) for code, count in found}
 
 
 def test_overload_sheds_with_503_keeps_probes_and_recovers(
@@ -72,7 +67,7 @@ def test_overload_sheds_with_503_keeps_probes_and_recovers(
         for thread in helpers:
             thread.join(30)
 
-        statuses = _statuses(load.stdout)
+        statuses = hey_statuses(load.stdout)
         assert set(statuses) == {200, 503}, load.stdout
         assert statuses[503] > statuses[200] * 0.1  # it really was over capacity
         assert "Error distribution" not in load.stdout  # no connection error, no timeout
