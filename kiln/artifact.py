@@ -13,6 +13,12 @@ it reads. A document of a newer version is refused with a message, never half-re
   (false for a model imported without labels: no metrics, no baseline, no quality measured).
   A version-1 document still loads: it has neither, and means a spec-trained model whose
   quality was measured. A version-1 document that carries a version-2 field is refused.
+- 3: adds ``reference``: the training distribution serving compares live inputs with (per
+  feature the p0.1/p99.9 bounds and PSI bins: decile edges for numbers, the top categories
+  plus "other" for categoricals; the holdout's predicted classes or prediction deciles) and
+  the model's default input-check mode. A document without it (schemas 1 and 2) still loads:
+  its inputs are checked against the training min/max and categories only, and no drift is
+  computed for it. A version-2 document that carries ``reference`` is refused.
 """
 
 from __future__ import annotations
@@ -36,11 +42,14 @@ __all__ = [
     "MODEL_FILE",
     "READABLE_VERSIONS",
     "SCHEMA_VERSION",
+    "Bins",
+    "CheckMode",
     "DataFile",
     "Evaluation",
     "Feature",
     "FeatureImportance",
     "FeatureKind",
+    "FeatureReference",
     "FeatureStats",
     "Gate",
     "GateCheck",
@@ -50,6 +59,7 @@ __all__ = [
     "OriginKind",
     "Output",
     "Provenance",
+    "Reference",
     "Stage",
     "Task",
     "Verification",
@@ -60,10 +70,10 @@ __all__ = [
     "write_metadata",
 ]
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
 # Fields a document may carry only from the schema version given (top level, or "a.b").
-_SINCE: dict[str, int] = {"origin": 2, "evaluation.measured": 2}
+_SINCE: dict[str, int] = {"origin": 2, "evaluation.measured": 2, "reference": 3}
 METADATA_FILE = "kiln.json"
 MODEL_FILE = "model.onnx"
 # holdout.json: predictions on the holdout and feature importance, for reports (versioned on
@@ -192,6 +202,57 @@ class FeatureStats(_Doc):
     length_mean: float | None = Field(default=None, description="Mean text length (characters).")
 
 
+class CheckMode(StrEnum):
+    """What serving does with a row that fails an input check (kiln/checks.py)."""
+
+    accept = "accept"  # count it, answer as usual
+    warn = "warn"  # count it, answer with `warnings` naming row, feature, value and reason
+    reject = "reject"  # count it, refuse the request (422) naming row and feature
+
+
+class Bins(_Doc):
+    """A distribution as the population stability index compares it (kiln/drift.py).
+
+    Numbers: ``edges`` are the inner bin edges, ascending (bin ``i`` holds
+    ``edges[i-1] <= x < edges[i]``). Categories: one bin per value of ``categories``, then one
+    for every other value. Either way the last bin holds the missing values. ``shares`` are
+    the reference's fraction of rows in each bin, in that order (they sum to 1).
+    """
+
+    edges: list[float] | None = None
+    categories: list[str] | None = None
+    shares: list[float]
+    rows: int = Field(description="Rows the shares were measured on.")
+
+
+class FeatureReference(_Doc):
+    bins: Bins
+    low: float | None = Field(default=None, description="Numbers: p0.1 of the training rows.")
+    high: float | None = Field(default=None, description="Numbers: p99.9 of the training rows.")
+
+
+class Reference(_Doc):
+    """What live inputs are compared with (schema 3): input checks and drift."""
+
+    checks: CheckMode = Field(
+        default=CheckMode.warn, description="Default input-check mode (the spec's)."
+    )
+    margin: float = Field(
+        default=0.1,
+        ge=0,
+        description="Numbers are out of range below p0.1 or above p99.9 widened by this share "
+        "of the p0.1-p99.9 span, and never inside the training min/max.",
+    )
+    features: dict[str, FeatureReference] = Field(
+        description="Training distribution of each numeric and categorical feature."
+    )
+    prediction: Bins | None = Field(
+        default=None,
+        description="Predicted classes (categories), or prediction deciles (regressors), on "
+        "the holdout; None when the model was imported without one.",
+    )
+
+
 class Provenance(_Doc):
     created_at: datetime
     git_commit: str | None
@@ -262,6 +323,10 @@ class ModelMetadata(_Doc):
     stage: Stage
     origin: Origin | None = Field(
         default=None, description="Where the model came from; None (schema 1): from a spec."
+    )
+    reference: Reference | None = Field(
+        default=None,
+        description="Training distribution for input checks and drift; None before schema 3.",
     )
 
     @property

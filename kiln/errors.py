@@ -15,7 +15,8 @@ exits with ``exit_code``; the service turns it into ``{"error": message}`` with 
     ├── ModelNotFound            404  no such model or version in the store
     ├── InvalidInput             400  a request or record is malformed
     │   ├── PayloadTooLarge      413  a body or a request over its size limit
-    │   └── NonFiniteOutput      422  the model's answer for a row is not a finite number
+    │   ├── NonFiniteOutput      422  the model's answer for a row is not a finite number
+    │   └── InputRejected        422  a row unlike the training data, under `reject` checks
     ├── ModelNotReady            503  the model is known but not loaded yet
     └── Overloaded               503  the queue is full; retry later
 """
@@ -23,10 +24,12 @@ exits with ``exit_code``; the service turns it into ``{"error": message}`` with 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "ArtifactError",
     "DataError",
+    "InputRejected",
     "InvalidInput",
     "KilnError",
     "ModelNotFound",
@@ -197,6 +200,23 @@ class NonFiniteOutput(InvalidInput):
             f"the model's answer is not a finite number ({detail}); "
             "its inputs are probably far outside the training data"
         )
+
+
+class InputRejected(InvalidInput):
+    """Rows unlike the training data, refused under the ``reject`` input-check mode
+    (kiln/checks.py). ``findings`` are the first ones (row, then feature order), ``total``
+    how many there were, ``counts`` (feature, reason) -> rows, for the counters."""
+
+    status_code = 422
+
+    def __init__(self, findings: list[Any], total: int, counts: dict[tuple[str, str], int]) -> None:
+        self.findings = findings
+        self.total = total
+        self.counts = counts
+        message = str(findings[0])
+        if total > 1:
+            message += f" (and {total - 1} more)"
+        super().__init__(message)
 
 
 class Overloaded(KilnError):

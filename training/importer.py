@@ -54,7 +54,7 @@ from training.run import write_training_report
 from training.settings import TrainingSettings
 from training.sources import Loaded, load_source, loaded_object
 from training.spec import DEFAULT_ATOL, DEFAULT_RTOL, MODEL_NAME, GateRule, metrics_for
-from training.stats import feature_stats
+from training.stats import feature_stats, reference
 
 __all__ = ["import_model"]
 
@@ -398,6 +398,13 @@ def import_model(
             verification=verification,
             data=data or [sample_file],
             feature_stats=feature_stats(X, contract.features),
+            # without labels there is no holdout: the sample's own predictions stand in
+            reference=reference(
+                X,
+                contract.features,
+                task=task,
+                predicted=holdout.y_pred if holdout is not None else view.predict(X),
+            ),
             spec={},
             spec_path=None,
             opset=settings.target_opset,

@@ -31,6 +31,7 @@ from kiln.artifact import (
     OriginKind,
     Output,
     Provenance,
+    Reference,
     Stage,
     Task,
     Verification,
@@ -114,10 +115,12 @@ def register(
     holdout: Holdout | None = None,
     check: Check | None = None,
     origin: Origin | None = None,
+    reference: Reference | None = None,
 ) -> StoredModel:
     """Store ``onnx`` and its metadata as a new version of ``name``; return what was stored.
 
     ``origin``: where the model came from (an import's source); by default a spec.
+    ``reference``: the training distribution for input checks and drift (training/stats.py).
 
     ``holdout`` (predictions and feature importance, for reports) is written beside them.
     ``check`` is called last with the model as it will be stored (its files already in the
@@ -157,6 +160,7 @@ def register(
             onnx_nodes=onnx_nodes,
             stage=stage,
             origin=origin or Origin(kind=OriginKind.spec),
+            reference=reference,
         )
         write_metadata(meta, directory)
         read_metadata(directory, f"{name}:{version}")  # what serving will read must read back

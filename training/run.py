@@ -28,7 +28,7 @@ from training.pipeline import build_pipeline, categories_seen, estimator_params
 from training.register import Check, register
 from training.settings import TrainingSettings
 from training.spec import Spec
-from training.stats import feature_stats
+from training.stats import feature_stats, reference
 
 __all__ = [
     "Split",
@@ -203,6 +203,14 @@ def train(
         verification=verification,
         data=dataset.files,
         feature_stats=feature_stats(parts.X_train, dataset.features),
+        reference=reference(
+            parts.X_train,
+            dataset.features,
+            task=spec.task,
+            predicted=holdout.y_pred,
+            checks=spec.monitoring.input_checks,
+            margin=spec.monitoring.range_margin,
+        ),
         spec=resolved,
         spec_path=str(spec_path) if spec_path else None,
         opset=settings.target_opset,

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kiln.artifact import FeatureKind, Task
+from kiln.artifact import CheckMode, FeatureKind, Task
 from kiln.errors import SpecError
 from training.estimators import ESTIMATORS
 from training.steps import TFIDF_OPTIONS, unfaithful_tfidf
@@ -29,6 +29,7 @@ __all__ = [
     "EstimatorSpec",
     "EvaluationSpec",
     "GateRule",
+    "MonitoringSpec",
     "PromotionSpec",
     "Spec",
     "TextSpec",
@@ -253,6 +254,23 @@ class PromotionSpec(_Spec):
         return value
 
 
+class MonitoringSpec(_Spec):
+    """How served inputs are checked against the training data (kiln/checks.py)."""
+
+    input_checks: CheckMode = Field(
+        default=CheckMode.warn,
+        description="A row unlike the training data: `accept` (count it), `warn` (count it "
+        "and answer with `warnings`), `reject` (count it and refuse the request, 422). "
+        "KILN_SERVE_INPUT_CHECKS overrides it when serving.",
+    )
+    range_margin: float = Field(
+        default=0.1,
+        ge=0,
+        description="A number is out of range below p0.1 or above p99.9 of the training "
+        "rows, widened by this share of the span between them (never inside min/max).",
+    )
+
+
 class Spec(_Spec):
     name: str = Field(description="Model name in the store: lower case, digits, . _ -")
     description: str = ""
@@ -270,6 +288,7 @@ class Spec(_Spec):
     tolerance: ToleranceSpec = Field(default_factory=ToleranceSpec)
     gate: Annotated[list[GateRule], Field(default_factory=list)]
     promotion: PromotionSpec = Field(default_factory=lambda: PromotionSpec())
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @field_validator("name")
     @classmethod

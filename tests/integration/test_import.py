@@ -35,7 +35,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 import kiln
-from kiln.artifact import file_sha256
+from kiln.artifact import SCHEMA_VERSION, file_sha256
 from kiln.errors import DataError
 from tests.conftest import REPO, mixed_frame
 from tests.servers import kiln_server
@@ -287,7 +287,8 @@ def test_each_import_records_where_it_came_from(
     for name, (fmt, source, sha256) in expected.items():
         doc = _shown(name)
         origin = doc["origin"]
-        assert doc["schema_version"] == 2
+        assert doc["schema_version"] == SCHEMA_VERSION
+        assert doc["reference"]["prediction"] is not None  # the sample's own predictions
         assert (origin["kind"], origin["format"]) == ("import", fmt)
         assert (origin["source"], origin["sha256"]) == (source, sha256)
         assert origin["loaded_with"]["scikit-learn"]

@@ -110,6 +110,25 @@ def test_version_1_with_a_version_2_field_is_refused(change: dict, tmp_path: Pat
         read_metadata(tmp_path, "churn:abc")
 
 
+def test_version_2_with_a_reference_is_refused(tmp_path: Path) -> None:
+    raw = json.loads((TESTDATA / "metadata-v2.json").read_text())
+    raw["reference"] = json.loads((TESTDATA / "metadata-v3.json").read_text())["reference"]
+    (tmp_path / METADATA_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match=r"later schema: reference \(schema 3\)"):
+        read_metadata(tmp_path, "shop-orders:abc")
+
+
+def test_version_3_carries_the_training_reference(tmp_path: Path) -> None:
+    meta = read_metadata(_copy(3, tmp_path))
+    assert meta.reference is not None
+    numeric = [f.name for f in meta.features if f.kind is FeatureKind.numeric]
+    for name in numeric:
+        ref = meta.reference.features[name]
+        assert ref.bins.edges is not None and ref.low is not None and ref.high is not None
+        assert abs(sum(ref.bins.shares) - 1) < 1e-4
+    assert meta.reference.prediction is not None and meta.reference.prediction.categories
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

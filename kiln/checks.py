@@ -1,0 +1,226 @@
+"""Input checks: is a row like the rows the model was trained on? One set of rules.
+
+A value can be valid (kiln/values.py) and still be one the model never learned from. Every
+entry point (the JSON and Open Inference Protocol routes, the in-process Predictor,
+``kiln predict``) runs :meth:`InputChecks.inspect` on the typed columns after the value
+rules, so the same row gets the same findings, with the same words, everywhere:
+
+- ``unseen_category``: a categorical value the model never saw in training (the encoder's
+  categories); the model answers for it as if the feature were missing.
+- ``out_of_range``: a number outside what training covered: below p0.1 or above p99.9,
+  widened by the model's margin (a share of the p0.1-p99.9 span), and never inside the
+  training min/max, so every value training saw passes. Models without those quantiles
+  (kiln.json schema 1 and 2) use the training min/max alone, and the message says so.
+- ``missing``: a missing value in a feature that had none in training.
+
+What a finding does depends on the mode (:class:`kiln.artifact.CheckMode`): ``accept``
+counts it, ``warn`` (the default) also returns it with the answer, ``reject`` refuses the
+request with :class:`kiln.errors.InputRejected` (422) naming the row and feature. The mode
+comes from the model (its spec's ``monitoring.input_checks``) unless the caller overrides it.
+
+Text features are not checked: any text is a valid text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kiln.artifact import CheckMode, FeatureKind, ModelMetadata
+from kiln.errors import InputRejected
+from kiln.values import MISSING_STRING, show
+
+__all__ = ["MAX_WARNINGS", "REASONS", "Finding", "InputChecks", "parse_mode"]
+
+REASONS = ("unseen_category", "out_of_range", "missing")
+"""The reasons a finding can have; also the metric names' middle part."""
+
+MAX_WARNINGS = 100
+"""Most findings one answer carries (``warning_count`` says how many there were)."""
+
+_SHOWN_CATEGORIES = 10  # categories a message lists before "..."
+
+
+def parse_mode(value: str | CheckMode) -> CheckMode:
+    """A check mode from its name, or ValueError naming the choices."""
+    try:
+        return CheckMode(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in CheckMode)
+        raise ValueError(f"{value!r} is not an input-check mode (use {choices})") from None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One value of one row that fails a check."""
+
+    row: int
+    feature: str
+    value: Any
+    reason: str  # one of REASONS
+    message: str  # what is wrong with the value, without the row and feature
+
+    def as_dict(self) -> dict[str, Any]:
+        value = self.value.item() if isinstance(self.value, np.generic) else self.value
+        if isinstance(value, float) and value != value:  # NaN: JSON has no NaN
+            value = None
+        return {
+            "row": self.row,
+            "feature": self.feature,
+            "value": value,
+            "reason": self.reason,
+            "message": self.message,
+        }
+
+    def __str__(self) -> str:
+        return f"feature {self.feature!r}, row {self.row}: {self.message}"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class _Range:
+    feature: str
+    low: float  # lowest value accepted
+    high: float  # highest value accepted
+    seen: str  # "2700 to 6300"
+    why_low: str  # what a too-low value is told, after the value
+    why_high: str
+
+
+class InputChecks:
+    """The checks of one model, built once from its kiln.json."""
+
+    def __init__(self, metadata: ModelMetadata, mode: CheckMode | None = None) -> None:
+        reference = metadata.reference
+        self.mode = mode or (reference.checks if reference else CheckMode.warn)
+        self.features = [f.name for f in metadata.features if f.kind is not FeatureKind.text]
+        self._ranges: list[_Range] = []
+        self._categories: dict[str, frozenset[str]] = {}
+        self._listed: dict[str, str] = {}
+        self._never_missing: list[tuple[str, FeatureKind]] = []
+        for feature in metadata.features:
+            stats = metadata.feature_stats.get(feature.name)
+            if feature.kind is FeatureKind.text or stats is None:
+                continue
+            if stats.missing == 0:
+                self._never_missing.append((feature.name, feature.kind))
+            if feature.kind is FeatureKind.categorical and feature.categories is not None:
+                seen = [c for c in feature.categories if c != MISSING_STRING]
+                self._categories[feature.name] = frozenset(seen)
+                listed = ", ".join(map(show, seen[:_SHOWN_CATEGORIES]))
+                more = len(seen) - _SHOWN_CATEGORIES
+                self._listed[feature.name] = listed + (f" and {more} more" if more > 0 else "")
+            if feature.kind is FeatureKind.numeric and stats.min is not None:
+                assert stats.max is not None
+                self._ranges.append(self._range(feature.name, stats.min, stats.max, metadata))
+        self._low = np.array([r.low for r in self._ranges], dtype=np.float64)
+        self._high = np.array([r.high for r in self._ranges], dtype=np.float64)
+
+    @staticmethod
+    def _range(name: str, lo: float, hi: float, metadata: ModelMetadata) -> _Range:
+        seen = f"{_number(lo)} to {_number(hi)}"
+        ref = metadata.reference.features.get(name) if metadata.reference else None
+        if ref is None or ref.low is None or ref.high is None:
+            why = "the range seen in training: " + seen
+            return _Range(name, lo, hi, seen, f"is below {why}", f"is above {why}")
+        assert metadata.reference is not None
+        widen = metadata.reference.margin * (ref.high - ref.low)
+        low, high = min(lo, ref.low - widen), max(hi, ref.high + widen)
+        return _Range(
+            name,
+            low,
+            high,
+            seen,
+            f"is below the range seen in training ({seen}; accepted down to {_number(low)})",
+            f"is above the range seen in training ({seen}; accepted up to {_number(high)})",
+        )
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """Lowest and highest accepted value of each numeric feature (docs, the try-it page)."""
+        return {r.feature: (r.low, r.high) for r in self._ranges}
+
+    def masks(self, columns: dict[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
+        """(feature, reason) -> bool mask of the rows that fail, for those that have any."""
+        found: dict[tuple[str, str], np.ndarray] = {}
+        if self._ranges:
+            values = np.stack([columns[r.feature] for r in self._ranges], axis=1)
+            with np.errstate(invalid="ignore"):  # NaN (missing) is neither below nor above
+                outside = (values < self._low) | (values > self._high)
+            if outside.any():
+                for j in np.flatnonzero(outside.any(axis=0)).tolist():
+                    found[(self._ranges[j].feature, "out_of_range")] = outside[:, j]
+        for name, seen in self._categories.items():
+            column = columns[name]
+            unseen = np.fromiter(
+                (v != MISSING_STRING and v not in seen for v in column),
+                dtype=bool,
+                count=len(column),
+            )
+            if unseen.any():
+                found[(name, "unseen_category")] = unseen
+        for name, kind in self._never_missing:
+            column = columns[name]
+            missing = np.isnan(column) if kind is FeatureKind.numeric else column == MISSING_STRING
+            if missing.any():
+                found[(name, "missing")] = np.asarray(missing, dtype=bool)
+        return found
+
+    def _message(self, feature: str, reason: str, value: Any) -> str:
+        if reason == "missing":
+            return "is missing, and was never missing in training"
+        if reason == "unseen_category":
+            return f"{show(value)} was never seen in training (seen: {self._listed[feature]})"
+        bounds = next(r for r in self._ranges if r.feature == feature)
+        why = bounds.why_low if float(value) < bounds.low else bounds.why_high
+        return f"{show(value)} {why}"
+
+    def findings(
+        self,
+        columns: dict[str, np.ndarray],
+        masks: dict[tuple[str, str], np.ndarray] | None = None,
+        limit: int | None = None,
+    ) -> list[Finding]:
+        """The findings of ``columns``, by row then feature order; at most ``limit``."""
+        masks = self.masks(columns) if masks is None else masks
+        if not masks:
+            return []
+        order = {name: i for i, name in enumerate(self.features)}
+        cells = sorted(
+            (int(row), order[feature], feature, reason)
+            for (feature, reason), mask in masks.items()
+            for row in np.flatnonzero(mask)[:limit].tolist()
+        )[:limit]
+        return [
+            Finding(row, feature, value, reason, self._message(feature, reason, value))
+            for row, _, feature, reason in cells
+            for value in (columns[feature][row],)
+        ]
+
+    @staticmethod
+    def counts(masks: dict[tuple[str, str], np.ndarray]) -> dict[tuple[str, str], int]:
+        """(feature, reason) -> rows that fail: what the counters count."""
+        return {key: int(mask.sum()) for key, mask in masks.items()}
+
+    def inspect(
+        self, columns: dict[str, np.ndarray], mode: CheckMode | None = None
+    ) -> tuple[dict[tuple[str, str], int], list[Finding], int]:
+        """Run the checks under ``mode`` (default: the model's): (counts, findings to return
+        with the answer, how many there were). ``reject`` raises InputRejected instead when
+        anything is found; ``accept`` returns no findings."""
+        mode = mode or self.mode
+        masks = self.masks(columns)
+        if not masks:
+            return {}, [], 0
+        counts = self.counts(masks)
+        total = sum(counts.values())
+        if mode is CheckMode.accept:
+            return counts, [], total
+        shown = self.findings(columns, masks, limit=MAX_WARNINGS)
+        if mode is CheckMode.reject:
+            raise InputRejected(shown, total, counts)
+        return counts, shown, total
