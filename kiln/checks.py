@@ -32,7 +32,7 @@ from kiln.artifact import CheckMode, FeatureKind, ModelMetadata
 from kiln.errors import InputRejected
 from kiln.values import MISSING_STRING, show
 
-__all__ = ["MAX_WARNINGS", "REASONS", "Finding", "InputChecks", "parse_mode"]
+__all__ = ["MAX_WARNINGS", "REASONS", "Finding", "InputChecks", "parse_mode", "warnings_body"]
 
 REASONS = ("unseen_category", "out_of_range", "missing")
 """The reasons a finding can have; also the metric names' middle part."""
@@ -76,6 +76,16 @@ class Finding:
 
     def __str__(self) -> str:
         return f"feature {self.feature!r}, row {self.row}: {self.message}"
+
+
+def warnings_body(findings: list[Finding], total: int) -> dict[str, Any]:
+    """What an answer carries under ``warn`` when rows failed a check (nothing otherwise):
+    ``warnings``, the first :data:`MAX_WARNINGS` findings as objects (row, feature, value,
+    reason, message), and ``warning_count``, how many there were. The JSON route and the
+    Predictor add it to their answer as is; the V2 routes carry it in ``parameters``."""
+    if not total:
+        return {}
+    return {"warnings": [f.as_dict() for f in findings], "warning_count": total}
 
 
 def _number(value: float) -> str:

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from kiln.artifact import FeatureKind, ModelMetadata, Stage
+from kiln.checks import InputChecks
 from kiln.errors import ArtifactError, KilnError, ModelNotFound, ModelNotReady
 from kiln.production import current
 from kiln.resolve import parse_ref, production_names, resolve
@@ -43,6 +44,11 @@ class ServedModel:
     @property
     def name(self) -> str:
         return self.runtime.name
+
+    @cached_property
+    def checks(self) -> InputChecks:
+        """The model's input checks (kiln/checks.py), built once from its kiln.json."""
+        return InputChecks(self.metadata)
 
     @cached_property
     def features(self) -> list[tuple[str, FeatureKind]]:
