@@ -246,6 +246,7 @@ class DataPlane:
                 self._child(self.metrics.rows, name, served.version).inc(rows)
             outputs = await Batcher.gather(chunks)
             self._check_finite(served, outputs)
+            served.sample_drift(columns, outputs, rows)  # service/drift.py
         except KilnError as exc:
             self.record_error(name, exc)
             raise

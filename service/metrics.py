@@ -89,3 +89,37 @@ class Metrics:
             "Requests whose client disconnected before its body was complete.",
             registry=reg,
         )
+        # Drift over each worker's window of recent rows (service/drift.py). "mostrecent":
+        # with several workers, the value the last worker to compute one wrote (each an
+        # estimate over its own window); "max" would report the noisiest worker's.
+        self.feature_drift = Gauge(
+            "kiln_feature_drift_psi",
+            "PSI of a feature over the last KILN_SERVE_DRIFT_WINDOW rows against its training "
+            "bins; set once the window holds KILN_SERVE_DRIFT_MIN_ROWS rows, NaN once its "
+            "version is swapped out.",
+            ["model", "feature"],
+            registry=reg,
+            multiprocess_mode="mostrecent",
+        )
+        self.prediction_drift = Gauge(
+            "kiln_prediction_drift_psi",
+            "PSI of the predicted classes (or predicted values) over the last "
+            "KILN_SERVE_DRIFT_WINDOW rows against the holdout's; set once the window holds "
+            "KILN_SERVE_DRIFT_MIN_ROWS rows.",
+            ["model"],
+            registry=reg,
+            multiprocess_mode="mostrecent",
+        )
+        self.drift_window_rows = Gauge(
+            "kiln_drift_window_rows",
+            "Rows in the drift window the PSI gauges were computed over (one worker's).",
+            ["model"],
+            registry=reg,
+            multiprocess_mode="mostrecent",
+        )
+        self.drift_skipped = Counter(
+            "kiln_drift_rows_skipped_total",
+            "Rows answered but not sampled into the drift window (its queue was full).",
+            ["model"],
+            registry=reg,
+        )

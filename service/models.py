@@ -23,7 +23,8 @@ from kiln.production import current
 from kiln.resolve import parse_ref, production_names, resolve
 from kiln.runtime import CUDA, ModelRuntime, default_providers
 from kiln.store import StoredModel, list_models
-from service.batching import Batcher
+from service.batching import Batcher, Columns, Outputs
+from service.drift import DriftMonitor, DriftWindow
 from service.metrics import Metrics
 from service.settings import ServingSettings
 
@@ -36,6 +37,9 @@ log = logging.getLogger("kiln.service")
 class ServedModel:
     runtime: ModelRuntime
     batcher: Batcher
+    # this version's rolling drift window (service/drift.py); None: drift off, or no
+    # training reference in its kiln.json
+    drift: DriftWindow | None = None
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -58,6 +62,11 @@ class ServedModel:
     @property
     def version(self) -> str:
         return self.runtime.version
+
+    def sample_drift(self, columns: Columns, outputs: Outputs, rows: int) -> None:
+        """Hand an answered request to this version's drift window (O(1): references)."""
+        if self.drift is not None:
+            self.drift.offer(columns, outputs, rows)
 
     def describe(self) -> dict[str, Any]:
         """What `GET /v1/models/{name}` shows."""
@@ -149,6 +158,7 @@ class ModelSet:
     def __post_init__(self) -> None:
         # name -> the NAME:VERSION it is pinned to (never swapped; retried while it fails)
         self.pinned = {parse_ref(ref)[0]: ref for ref in self.settings.models if ":" in ref}
+        self.drift = DriftMonitor(self.settings, self.metrics)
 
     def choose_providers(self) -> list[str]:
         """The execution providers to open models with; raise if the settings can't be met."""
@@ -210,8 +220,11 @@ class ModelSet:
     def serve(self, runtime: ModelRuntime) -> ServedModel:
         """Route new requests for the runtime's name to it (the old version, if any, is the
         caller's to drain)."""
-        served = ServedModel(runtime, self.make_batcher(runtime))
         previous = self.models.get(runtime.name)
+        if previous is not None:  # a hot swap: the new version gets a fresh window
+            self.drift.retire(previous.drift)
+        window = self.drift.window(runtime.metadata)
+        served = ServedModel(runtime, self.make_batcher(runtime), window)
         self.models[runtime.name] = served  # new requests go to the new version from here on
         self.failed.pop(runtime.name, None)  # a model that failed before is ready now
         if self.metrics:
@@ -318,5 +331,6 @@ class ModelSet:
                 log.exception("could not swap in a new production version")
 
     async def close(self) -> None:
+        self.drift.close()
         for served in self.models.values():
             await served.batcher.close()

@@ -203,6 +203,20 @@ class ServingSettings(BaseSettings):
     must keep; below it the worker logs an ERROR and `/readyz` answers 503 naming it
     (checked at start and every 5 s; 0: only when a metrics file could not grow)."""
 
+    # Drift over a rolling window (service/drift.py, docs/monitoring.md#drift).
+
+    drift_window: int = Field(default=10_000, ge=0)
+    """Rows per model version (per worker) the drift gauges are computed over: the last
+    rows answered, as training bins, one byte per feature and row (0: no drift)."""
+
+    drift_interval: Annotated[float, Seconds] = Field(default=5.0, gt=0, le=3600)
+    """How often a worker's thread takes the rows queued for the window and updates the PSI
+    gauges. Rows arriving faster than a window per interval are not sampled (counted)."""
+
+    drift_min_rows: int = Field(default=1000, ge=1)
+    """Rows the window must hold (at most the window) before the PSI gauges are set: PSI
+    over a few rows is noise (a sample of 100 training-like rows often reads above 0.1)."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
