@@ -2,20 +2,26 @@
 
 ``kiln report NAME[:VERSION]`` and every training run write ``report.html``; everything in it
 comes from the model store: ``kiln.json``, ``holdout.json`` and the previous version's
-metadata. Modules: :mod:`~training.report.sentences` (plain words from numbers),
-:mod:`~training.report.charts` (matplotlib to PNG), :mod:`~training.report.render` (HTML),
-:mod:`~training.report.pdf` (headless Chromium).
+metadata. ``kiln drift NAME --data FILE --report DIR`` adds a section on how FILE differs
+from the training data. Modules: :mod:`~training.report.sentences` (plain words from
+numbers), :mod:`~training.report.charts` (matplotlib to PNG), :mod:`~training.report.render`
+(HTML), :mod:`~training.report.markup` (its pieces), :mod:`~training.report.changes` (the
+drift section), :mod:`~training.report.pdf` (headless Chromium).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kiln.artifact import read_holdout
 from kiln.store import StoredModel, list_models
 from training.report.pdf import ReportError, find_chromium, write_pdf
 from training.report.render import render_report
+
+if TYPE_CHECKING:
+    from training.drift import DriftResult
 
 __all__ = [
     "REPORT_FILE",
@@ -57,20 +63,24 @@ def previous_model(stored: StoredModel) -> StoredModel | None:
     return None
 
 
-def build_report(stored: StoredModel, *, generated: datetime | None = None) -> str:
-    """The HTML report of ``stored``, from what the store holds."""
+def build_report(
+    stored: StoredModel, *, generated: datetime | None = None, drift: DriftResult | None = None
+) -> str:
+    """The HTML report of ``stored``, from what the store holds; ``drift``: new data
+    compared with its training data (training/drift.py), for the section on it."""
     previous = previous_model(stored)
     return render_report(
         stored.metadata,
         read_holdout(stored.path, stored.tag),
         previous.metadata if previous else None,
         generated=generated,
+        drift=drift,
     )
 
 
-def write_report(stored: StoredModel, directory: Path) -> Path:
+def write_report(stored: StoredModel, directory: Path, drift: DriftResult | None = None) -> Path:
     """Write ``directory/report.html`` (creating ``directory``); return its path."""
-    text = build_report(stored)
+    text = build_report(stored, drift=drift)
     path = directory / REPORT_FILE
     try:
         directory.mkdir(parents=True, exist_ok=True)

@@ -8,16 +8,20 @@ the previous version to compare with.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kiln.artifact import FeatureKind, Holdout, ModelMetadata, Task
 from training.report import charts
+from training.report.markup import a as _a
+from training.report.markup import e as _e
+from training.report.markup import figure as _figure
+from training.report.markup import note as _note
+from training.report.markup import table as _table
 from training.report.sentences import (
     METRIC_NAMES,
     accuracy_sentence,
@@ -38,6 +42,9 @@ from training.report.sentences import (
     spread_sentence,
 )
 from training.spec import key_metric
+
+if TYPE_CHECKING:
+    from training.drift import DriftResult
 
 __all__ = ["NO_HOLDOUT", "NO_QUALITY", "render_report", "summary"]
 
@@ -64,14 +71,6 @@ KEY_METRICS = {
     Task.classification: ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc"),
     Task.regression: ("mae", "rmse", "r2"),
 }
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=False)
-
-
-def _a(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -117,24 +116,6 @@ def summary(meta: ModelMetadata, holdout: Holdout | None) -> list[tuple[str, str
 
 
 # -- sections ------------------------------------------------------------------------------
-
-
-def _figure(png: bytes, title: str, caption: str) -> str:
-    heading = title if title.endswith(("?", ".", "!")) else title + "."
-    return (
-        f'<figure><img src="{charts.data_uri(png)}" alt="{_a(title)}">'
-        f"<figcaption><strong>{_e(heading)}</strong> {_e(caption)}</figcaption></figure>"
-    )
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{_e(text)}</p>'
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _header(meta: ModelMetadata, generated: datetime) -> str:
@@ -564,13 +545,21 @@ def render_report(
     previous: ModelMetadata | None = None,
     *,
     generated: datetime | None = None,
+    drift: DriftResult | None = None,
 ) -> str:
-    """The whole report as one HTML document."""
+    """The whole report as one HTML document; with ``drift`` (``kiln drift --report``), the
+    section "Has the data changed since training?" follows the summary."""
     generated = generated or datetime.now(UTC)
+    changes = ""
+    if drift is not None:
+        from training.report.changes import changes_section
+
+        changes = changes_section(drift)
     body = "".join(
         [
             _header(meta, generated),
             _summary_section(meta, holdout),
+            changes,
             _comparison_section(meta, previous),
             _performance_section(meta, holdout),
             _drivers_section(meta, holdout),

@@ -20,6 +20,7 @@ __all__ = [
     "comparison_sentence",
     "count",
     "data_sentence",
+    "drift_sentence",
     "drivers_sentence",
     "error_sentence",
     "files_sentence",
@@ -27,6 +28,7 @@ __all__ = [
     "majority_class",
     "missing_sentence",
     "mistakes_sentence",
+    "no_drift_sentence",
     "number",
     "per_class_counts",
     "precision_sentence",
@@ -221,4 +223,21 @@ def missing_sentence(missing: dict[str, tuple[int, int]], data: str = "training 
     return (
         f"{len(gaps)} of {len(missing)} features {have} missing values, which the model fills "
         f"in; the most is {worst} ({gaps[worst]:.0%} of {ITEMS} missing)."
+    )
+
+
+def drift_sentence(feature: str, shifted: bool, change: str) -> str:
+    """One feature that changed since training; ``change`` says its biggest change in words
+    ("41% of new cases are below 7, against 8% in training")."""
+    how = "has shifted" if shifted else "has changed somewhat"
+    return f"{feature} {how}: {change}."
+
+
+def no_drift_sentence(features: int, rows: int, files: int, items: str = ITEMS) -> str:
+    """Nothing changed: the new rows look like the training rows, feature by feature."""
+    where = "the new file" if files == 1 else f"the {files} new files"
+    every = "its only feature" if features == 1 else f"every one of its {features} features"
+    return (
+        f"The {rows:,} {items} in {where} look like the {items} it learned from: "
+        f"{every} is spread as it was in training."
     )
