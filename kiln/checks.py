@@ -92,6 +92,14 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+def _as_sent(value: Any) -> Any:
+    """A value of a column as the client wrote it: a float32 by its shortest repr (87.1, not
+    87.0999984741211, which is what float(np.float32(87.1)) gives)."""
+    if isinstance(value, np.floating):
+        return float(str(value))
+    return value
+
+
 @dataclass(frozen=True)
 class _Range:
     feature: str
@@ -109,27 +117,50 @@ class InputChecks:
         reference = metadata.reference
         self.mode = mode or (reference.checks if reference else CheckMode.warn)
         self.features = [f.name for f in metadata.features if f.kind is not FeatureKind.text]
-        self._ranges: list[_Range] = []
+        ranges: list[tuple[bool, _Range]] = []  # (may be missing, range)
         self._categories: dict[str, frozenset[str]] = {}
         self._listed: dict[str, str] = {}
-        self._never_missing: list[tuple[str, FeatureKind]] = []
+        # Categorical features to look at: (name, the values that pass, checked for unseen
+        # values, checked for missing ones).
+        self._categorical: list[tuple[str, frozenset[str], bool, bool]] = []
+        self._never_missing: list[tuple[str, FeatureKind]] = []  # numbers without a range
         for feature in metadata.features:
             stats = metadata.feature_stats.get(feature.name)
             if feature.kind is FeatureKind.text or stats is None:
                 continue
-            if stats.missing == 0:
+            never_missing = stats.missing == 0
+            if feature.kind is FeatureKind.categorical:
+                known = feature.categories is not None
+                seen = [c for c in feature.categories or [] if c != MISSING_STRING]
+                if known:
+                    self._categories[feature.name] = frozenset(seen)
+                    listed = ", ".join(map(show, seen[:_SHOWN_CATEGORIES]))
+                    more = len(seen) - _SHOWN_CATEGORIES
+                    self._listed[feature.name] = listed + (f" and {more} more" if more > 0 else "")
+                if known or never_missing:
+                    passing = frozenset(seen) | (frozenset() if never_missing else {MISSING_STRING})
+                    self._categorical.append((feature.name, passing, known, never_missing))
+            elif stats.min is not None and stats.max is not None:
+                ranges.append(
+                    (not never_missing, self._range(feature.name, stats.min, stats.max, metadata))
+                )
+            elif never_missing:
                 self._never_missing.append((feature.name, feature.kind))
-            if feature.kind is FeatureKind.categorical and feature.categories is not None:
-                seen = [c for c in feature.categories if c != MISSING_STRING]
-                self._categories[feature.name] = frozenset(seen)
-                listed = ", ".join(map(show, seen[:_SHOWN_CATEGORIES]))
-                more = len(seen) - _SHOWN_CATEGORIES
-                self._listed[feature.name] = listed + (f" and {more} more" if more > 0 else "")
-            if feature.kind is FeatureKind.numeric and stats.min is not None:
-                assert stats.max is not None
-                self._ranges.append(self._range(feature.name, stats.min, stats.max, metadata))
-        self._low = np.array([r.low for r in self._ranges], dtype=np.float64)
-        self._high = np.array([r.high for r in self._ranges], dtype=np.float64)
+        # The numbers are checked as one (features, rows) block: the features never missing
+        # first, so that their missing values are one slice of it.
+        ranges.sort(key=lambda pair: pair[0])
+        self._ranges = [r for _, r in ranges]
+        self._no_missing = sum(1 for may_miss, _ in ranges if not may_miss)
+        # The columns are float32 (kiln/values.py): bounds rounded inwards to float32 compare
+        # the same as the exact ones (a float32 v < low exactly when v < the least float32 >=
+        # low), and save a conversion of the block to float64 on every request.
+        low = np.array([r.low for r in self._ranges], dtype=np.float64)
+        high = np.array([r.high for r in self._ranges], dtype=np.float64)
+        low32, high32 = low.astype(np.float32), high.astype(np.float32)
+        low32 = np.where(low32 < low, np.nextafter(low32, np.float32(np.inf)), low32)
+        high32 = np.where(high32 > high, np.nextafter(high32, np.float32(-np.inf)), high32)
+        self._low = low32.astype(np.float32).reshape(-1, 1)
+        self._high = high32.astype(np.float32).reshape(-1, 1)
 
     @staticmethod
     def _range(name: str, lo: float, hi: float, metadata: ModelMetadata) -> _Range:
@@ -155,24 +186,43 @@ class InputChecks:
         return {r.feature: (r.low, r.high) for r in self._ranges}
 
     def masks(self, columns: dict[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
-        """(feature, reason) -> bool mask of the rows that fail, for those that have any."""
+        """(feature, reason) -> bool mask of the rows that fail, for those that have any.
+
+        Written for the one-row request, where each numpy call costs more than its work: the
+        numbers are one block and two comparisons, each categorical column one set lookup,
+        and the masks of a feature are only made when something in it failed."""
         found: dict[tuple[str, str], np.ndarray] = {}
-        if self._ranges:
-            values = np.stack([columns[r.feature] for r in self._ranges], axis=1)
-            with np.errstate(invalid="ignore"):  # NaN (missing) is neither below nor above
-                outside = (values < self._low) | (values > self._high)
+        ranges = self._ranges
+        if ranges:
+            values = np.concatenate([columns[r.feature] for r in ranges]).reshape(len(ranges), -1)
+            outside = (values < self._low) | (values > self._high)  # NaN is neither
             if outside.any():
-                for j in np.flatnonzero(outside.any(axis=0)).tolist():
-                    found[(self._ranges[j].feature, "out_of_range")] = outside[:, j]
-        for name, seen in self._categories.items():
+                for j in np.flatnonzero(outside.any(axis=1)).tolist():
+                    found[(ranges[j].feature, "out_of_range")] = outside[j]
+            head = values[: self._no_missing]
+            # One reduction to see whether any of them is NaN (missing): a sum is NaN if a
+            # term is (or inf - inf, which only costs the look below).
+            total = np.add.reduce(head, axis=None)
+            if total != total:
+                for j in np.flatnonzero(np.isnan(head).any(axis=1)).tolist():
+                    found[(ranges[j].feature, "missing")] = np.isnan(head[j])
+        for name, passing, known, never_missing in self._categorical:
             column = columns[name]
-            unseen = np.fromiter(
-                (v != MISSING_STRING and v not in seen for v in column),
-                dtype=bool,
-                count=len(column),
-            )
-            if unseen.any():
-                found[(name, "unseen_category")] = unseen
+            if passing.issuperset(column.tolist()):
+                continue
+            if known:
+                seen = self._categories[name]
+                unseen = np.fromiter(
+                    (v != MISSING_STRING and v not in seen for v in column),
+                    dtype=bool,
+                    count=len(column),
+                )
+                if unseen.any():
+                    found[(name, "unseen_category")] = unseen
+            if never_missing:
+                missing = np.asarray(column == MISSING_STRING, dtype=bool)
+                if missing.any():
+                    found[(name, "missing")] = missing
         for name, kind in self._never_missing:
             column = columns[name]
             missing = np.isnan(column) if kind is FeatureKind.numeric else column == MISSING_STRING
@@ -208,7 +258,7 @@ class InputChecks:
         return [
             Finding(row, feature, value, reason, self._message(feature, reason, value))
             for row, _, feature, reason in cells
-            for value in (columns[feature][row],)
+            for value in (_as_sent(columns[feature][row]),)
         ]
 
     @staticmethod
