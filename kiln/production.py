@@ -34,6 +34,7 @@ from kiln.store import StoredModel, get_model, list_models, store_path
 __all__ = [
     "DECISION_FILE",
     "Decision",
+    "DriftRecord",
     "ProductionRecord",
     "Promotion",
     "Run",
@@ -70,6 +71,28 @@ class ProductionRecord(BaseModel):
 DECISION_FILE = "decision.json"
 
 
+class DriftRecord(BaseModel):
+    """How a retraining run's new files differ from the champion's training data (the PSI
+    of training/drift.py), kept with the decision."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    against: str = Field(description="The champion (NAME:VERSION) they were compared with.")
+    files: list[str]
+    rows: int = Field(description="Rows binned (the rows the value rules accept).")
+    features: dict[str, float | None] = Field(
+        description="PSI per feature, largest first (None: no rows)."
+    )
+    prediction: float | None = Field(
+        default=None, description="PSI of the champion's answers against its holdout answers."
+    )
+    basis: Literal["reference", "statistics"] = Field(
+        default="reference",
+        description="statistics: a model without stored bins, compared over its histogram.",
+    )
+    note: str | None = Field(default=None, description="Why no drift was measured, if not.")
+
+
 class Decision(BaseModel):
     """What `kiln retrain` decided about a challenger, and why."""
 
@@ -83,6 +106,9 @@ class Decision(BaseModel):
     champion_score: float | None = None
     reasons: list[str]
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    drift: DriftRecord | None = Field(
+        default=None, description="The new files against the champion; None in older records."
+    )
 
 
 def write_decision(model: StoredModel, decision: Decision) -> Path:

@@ -442,11 +442,17 @@ def retrain(
             settings=settings,
             on_decision=_print_decision,
             on_error=lambda exc: err.print(f"[bold red]error:[/] {exc}", highlight=False),
+            on_drift=_print_retrain_drift,
         )
         return
     with _errors(), _progress(spec.name, settings.progress) as step:
         decision = run_retrain(
-            spec, spec_path=spec_path, data=data, settings=settings, on_step=step
+            spec,
+            spec_path=spec_path,
+            data=data,
+            settings=settings,
+            on_step=step,
+            on_drift=_print_retrain_drift,
         )
     _print_decision(decision)
 
@@ -478,12 +484,30 @@ def _retrain_imported(
     _print_decision(decision)
 
 
+RETRAIN_DRIFT_ROWS = 5  # features `kiln retrain` shows (`kiln drift` shows every one)
+
+
+def _print_retrain_drift(result: Any) -> None:
+    out.print(_drift_table(result, limit=RETRAIN_DRIFT_ROWS))
+
+
 def _print_decision(decision: Any) -> None:
     verdict = "[green]promoted[/]" if decision.promoted else "[yellow]not promoted[/]"
     who = decision.challenger or "no challenger"
     out.print(f"{who}: {verdict}", highlight=False)
     for reason in decision.reasons:
         out.print(f"  - {reason}", highlight=False)
+    drift = decision.drift
+    if drift is not None:
+        top = list(drift.features.items())[:RETRAIN_DRIFT_ROWS]
+        psi = ", ".join(f"{name} {'—' if v is None else f'{v:.3f}'}" for name, v in top)
+        answers = "" if drift.prediction is None else f"; its answers {drift.prediction:.3f}"
+        out.print(
+            f"  - drift of the new data against {drift.against} (PSI): "
+            + (drift.note or (psi + answers)),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @models_app.command("promote")
@@ -664,6 +688,104 @@ def report(
         out.print(f"report for {meta.tag}: {html_path}", highlight=False, soft_wrap=True)
         if pdf:
             out.print(f"pdf: {write_pdf(html_path)}", highlight=False, soft_wrap=True)
+
+
+def _drift_table(drift: Any, limit: int | None = None) -> Table:
+    """Features by PSI (the first ``limit``), then the model's answers."""
+    shown = drift.features[:limit] if limit else drift.features
+    left = len(drift.features) - len(shown)
+    table = Table(
+        title=f"drift of {drift.rows - drift.refused:,} new rows against {drift.model}'s "
+        "training data" + (f" (top {len(shown)}; {left} more)" if left else "")
+    )
+    table.add_column("feature")
+    table.add_column("PSI", justify="right")
+    table.add_column("verdict")
+    table.add_column("biggest change")
+    colours = {"shifted": "red", "some change": "yellow"}
+    for f in [*shown, *([drift.prediction] if drift.prediction else [])]:
+        psi = "—" if f.psi != f.psi else f"{f.psi:.3f}"
+        colour = colours.get(f.verdict)
+        verdict = f"[{colour}]{f.verdict}[/]" if colour else f.verdict
+        name = "(its answers)" if f.kind is None else f.feature
+        table.add_row(name, psi, verdict, f.change)
+    return table
+
+
+@app.command()
+def drift(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION.", show_default=False)],
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            "-d",
+            help="CSV, TSV or Parquet file (or glob). Repeatable.",
+            show_default=False,
+        ),
+    ],
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write the model's report into this directory, with the section "
+            '"Has the data changed since training?".',
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """How new data differs from a model's training data: PSI per feature, its answers too.
+
+    Drift is a finding, not an error: the exit code is 0 whatever the PSI (2 for a bad file,
+    3 for no such model)."""
+    from kiln.resolve import resolve
+    from training.data import resolve_paths
+    from training.drift import file_drift
+
+    with _errors():
+        stored = resolve(ref, warn=_warn)
+        result = file_drift(stored, resolve_paths(data, Path.cwd()))
+        html_path = None
+        if report_dir is not None:
+            from training.report import write_report
+
+            html_path = write_report(stored, report_dir, drift=result)
+    if as_json:
+        body = result.as_dict()
+        body["report"] = str(html_path) if html_path else None
+        out.print_json(json.dumps(body))
+        return
+    out.print(_drift_table(result))
+    if result.basis == "statistics":
+        out.print(
+            f"{result.model} has no stored training bins (kiln.json schema "
+            f"{stored.metadata.schema_version}): compared over its training histogram "
+            "(10 equal-width bins) and top categories instead; retrain it for decile bins",
+            highlight=False,
+        )
+    counts = sorted(result.checks.items(), key=lambda item: (-item[1], item[0]))
+    out.print(
+        "input checks: "
+        + (
+            ", ".join(f"{f} {r.replace('_', ' ')} {n:,} rows" for (f, r), n in counts)
+            if counts
+            else "every row like the training data"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+    refused = (
+        f"; {result.refused:,} refused by the value rules, not binned" if result.refused else ""
+    )
+    out.print(
+        f"{result.rows:,} rows read from {len(result.files)} "
+        f"file{'s' if len(result.files) > 1 else ''} in {result.seconds:.1f} s{refused}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if html_path is not None:
+        out.print(f"report for {result.model}: {html_path}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,8 @@ from kiln.artifact import (
 )
 from kiln.checks import InputChecks
 from kiln.drift import SHIFTED, bin_count, bin_counts, bin_labels, psi_of_counts
-from kiln.errors import DataError
+from kiln.errors import DataError, KilnError
+from kiln.production import DriftRecord
 from kiln.runtime import ModelRuntime, default_providers
 from kiln.store import StoredModel
 from kiln.values import check_frame, nonfinite_outputs
@@ -59,6 +60,7 @@ __all__ = [
     "SOME_CHANGE",
     "DriftResult",
     "FeatureDrift",
+    "drift_record",
     "file_drift",
     "stats_reference",
     "verdict",
@@ -366,4 +368,36 @@ def file_drift(
         basis=basis,
         seconds=time.perf_counter() - started,
         unscored=unscored,
+    )
+
+
+def drift_record(
+    champion: StoredModel,
+    files: Sequence[Path],
+    on_drift: Callable[[DriftResult], None] | None = None,
+) -> DriftRecord:
+    """The drift of ``files`` against the champion's training data, as `kiln retrain`'s
+    decision keeps it (kiln.production.DriftRecord); shown to ``on_drift`` first. Files
+    the champion cannot read (a feature it takes is no longer there) make a note in the
+    record, never a failed run: drift informs, the comparison decides."""
+    try:
+        result = file_drift(champion, files)
+    except KilnError as exc:
+        return DriftRecord(
+            against=champion.tag,
+            files=[str(f) for f in files],
+            rows=0,
+            features={},
+            note=f"not measured: {exc}",
+        )
+    if on_drift is not None:
+        on_drift(result)
+    prediction = result.prediction.psi if result.prediction is not None else None
+    return DriftRecord(
+        against=champion.tag,
+        files=result.files,
+        rows=result.rows - result.refused,
+        features=result.psi(),
+        prediction=None if prediction is None or math.isnan(prediction) else round(prediction, 6),
+        basis="statistics" if result.basis == "statistics" else "reference",
     )

@@ -13,7 +13,10 @@ failure at any step (train, evaluate, export, verify, compare) registers nothing
 after it (promotion) takes it out again. Every run's outcome is kept in the model's run
 record (:func:`kiln.production.record_run`): a rerun after a failure tries again and says
 why the last one failed. Every decision is written, with its reasons, into the challenger's
-directory (``decision.json``) and the production record.
+directory (``decision.json``) and the production record. Before training, the new files are
+compared with the champion's training data (training/drift.py: PSI per feature and of its
+answers); the drift is shown (``on_drift``) and kept with the decision (``drift``). It
+informs, it does not decide: the champion and challenger are compared on the metric alone.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from kiln.artifact import DataFile, FeatureKind, Stage, Task, file_sha256
 from kiln.errors import DataError, KilnError, TrainingError
 from kiln.production import (
     Decision,
+    DriftRecord,
     Run,
     RunRecord,
     current,
@@ -43,6 +47,7 @@ from kiln.production import (
 )
 from kiln.store import StoredModel
 from training.data import Dataset, load_dataset, resolve_paths
+from training.drift import DriftResult, drift_record
 from training.evaluate import classification_metrics, regression_metrics
 from training.register import unregister
 from training.run import Split, check_positive_class, split, train, write_training_report
@@ -70,6 +75,7 @@ __all__ = [
 ]
 
 Step = Callable[[str], None]
+OnDrift = Callable[[DriftResult], None]
 
 MIN_COMPARISON_ROWS = 30  # fewer unseen holdout rows than this: the champion stays
 
@@ -371,6 +377,7 @@ class Attempt:
     digests: list[str] = field(default_factory=list)
     registered: str | None = None
     decided: list[Decision] = field(default_factory=list)
+    drift: DriftRecord | None = None  # the new files against the champion's training data
 
 
 def recorded(name: str, run: Callable[[Attempt], Decision]) -> Decision:
@@ -447,11 +454,17 @@ def opening(
     attempt: Attempt,
     fresh: list[Path] | None,
     on_step: Step,
+    on_drift: OnDrift | None = None,
 ) -> Decision | list[str]:
     """What a run says before it trains: the decision not to (:func:`nothing_new`), or the
-    reasons its decision starts with (that the last run failed, if it did)."""
+    reasons its decision starts with (that the last run failed, if it did). The new files'
+    drift against the champion is measured here, into ``attempt.drift``."""
     if (nothing := nothing_new(terms, champion, attempt, fresh)) is not None:
         return nothing
+    files = [p for p in fresh or [] if p.is_file()]
+    if champion is not None and files:
+        on_step(f"Comparing the new data with {champion.tag}'s training data")
+        attempt.drift = drift_record(champion, files, on_drift)
     reasons: list[str] = []
     if (note := earlier_failure(attempt.earlier, attempt.digests)) is not None:
         on_step(note)
@@ -484,6 +497,8 @@ def comparer(
                 f"{champion.tag if champion else 'nothing'} failed: {_failure(exc)}; "
                 "nothing was registered"
             ) from exc
+        if attempt.drift is not None:
+            decision = decision.model_copy(update={"drift": attempt.drift})
         write_decision(challenger, decision)
         attempt.decided.append(decision)
 
@@ -520,14 +535,17 @@ def retrain(
     data: list[str] | None = None,
     settings: TrainingSettings | None = None,
     on_step: Step = _quiet,
+    on_drift: OnDrift | None = None,
 ) -> Decision:
     """Train a challenger on all data, compare it with the champion, promote or not.
+    ``on_drift`` is shown the new files' drift against the champion before training.
 
     Raises a KilnError when the run fails (it is then recorded as failed, and nothing it
     trained stays in the store); an unexpected error is raised as a TrainingError.
     """
     return recorded(
-        spec.name, lambda attempt: _retrain(spec, spec_path, data, settings, on_step, attempt)
+        spec.name,
+        lambda attempt: _retrain(spec, spec_path, data, settings, on_step, attempt, on_drift),
     )
 
 
@@ -538,6 +556,7 @@ def _retrain(
     settings: TrainingSettings | None,
     on_step: Step,
     attempt: Attempt,
+    on_drift: OnDrift | None = None,
 ) -> Decision:
     terms = Terms.of(spec)
     spec_dir = spec_path.parent if spec_path else Path.cwd()
@@ -551,7 +570,7 @@ def _retrain(
     attempt.digests = [f.sha256 for f in dataset.files]
     check_labels(spec, dataset, champion)
     check_positive_class(spec, dataset)
-    reasons = opening(terms, champion, attempt, fresh, on_step)
+    reasons = opening(terms, champion, attempt, fresh, on_step, on_drift)
     if isinstance(reasons, Decision):  # nothing new: nothing to train
         return reasons
     if champion is not None:
@@ -579,6 +598,7 @@ def watch(
     settings: TrainingSettings | None = None,
     on_decision: Callable[[Decision], None] = lambda _: None,
     on_error: Callable[[Exception], None] = lambda _: None,
+    on_drift: OnDrift | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Poll the spec's data paths; retrain whenever a file with new content lands.
@@ -597,7 +617,7 @@ def watch(
         if digests and digests not in tried:
             tried.add(digests)
             try:
-                decision = retrain(spec, spec_path=spec_path, settings=settings)
+                decision = retrain(spec, spec_path=spec_path, settings=settings, on_drift=on_drift)
             except Exception as exc:  # reported; the loop goes on with the next change
                 on_error(exc)
             else:
