@@ -14,6 +14,13 @@ missing categories and text) and scored by ONNX Runtime, one batch per chunk (cu
 slice per core, which keeps the answers the service's bit for bit: see :class:`_Inference`).
 In a CSV file only an empty field is missing; a CSV's numbers are its text.
 
+The rows that pass are then held against the training data by the input checks every path
+runs (kiln/checks.py: unseen category, out of range, missing), vectorised per chunk, under
+``input_checks`` (default: the model's own mode). Every mode counts the rows per feature and
+reason for the summary; ``warn`` also writes each finding to the warnings file (default
+:func:`default_warnings_path`) and scores the row; ``reject`` sends the row to the rejects
+file, with the reasons the service's 422 gives, instead of scoring it.
+
 Outputs are written to temporary files next to the requested ones and renamed into place at
 the end: an error (an unreadable line, a failing model) leaves no half-written output behind.
 """
@@ -26,20 +33,27 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 
-from kiln.artifact import FeatureKind, ModelMetadata, Task
+from kiln.artifact import CheckMode, FeatureKind, ModelMetadata, Task
+from kiln.checks import InputChecks, parse_mode
 from kiln.errors import DataError, InvalidInput, NonFiniteOutput
 from kiln.resolve import Warn, resolve
 from kiln.runtime import ModelRuntime, default_providers
 from kiln.values import check_columns, check_frame, nonfinite_outputs
 
-__all__ = ["ScoreSummary", "default_rejects_path", "estimate_rows", "score_file"]
+__all__ = [
+    "ScoreSummary",
+    "default_rejects_path",
+    "default_warnings_path",
+    "estimate_rows",
+    "score_file",
+]
 
 _CSV_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "csv"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -58,15 +72,33 @@ class ScoreSummary:
     rejects: Path
     id_column: str | None  # carried from the input to the output, if any
     unused_columns: tuple[str, ...] = ()  # the input's other columns: not features, not carried
+    input_checks: CheckMode = CheckMode.warn  # the mode the rows were checked under
+    # (feature, reason) -> rows that failed that input check, in every mode
+    findings: dict[tuple[str, str], int] = field(default_factory=dict)
+    warnings: Path | None = None  # the warnings file (written under `warn` only)
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
+    def findings_text(self) -> str:
+        """The findings as the summary says them, most rows first:
+        ``plan unseen category 12 rows, monthly_charge out of range 3 rows``."""
+        ordered = sorted(self.findings.items(), key=lambda item: (-item[1], item[0]))
+        return ", ".join(
+            f"{feature} {reason.replace('_', ' ')} {rows:,} row{'s' if rows != 1 else ''}"
+            for (feature, reason), rows in ordered
+        )
+
 
 def default_rejects_path(output: Path) -> Path:
     """``<output stem>.rejects.csv`` next to the output."""
     return output.with_name(f"{output.stem}.rejects.csv")
+
+
+def default_warnings_path(output: Path) -> Path:
+    """``<output stem>.warnings.csv`` next to the output (beside the rejects file)."""
+    return output.with_name(f"{output.stem}.warnings.csv")
 
 
 def _input_format(path: Path) -> str:
@@ -240,6 +272,66 @@ def _pick_id_column(
 # --- checking and typing ------------------------------------------------------------------
 
 
+WARNING_COLUMNS = ["row", "feature", "value", "reason", "message"]
+"""The warnings file's columns, after the id column when there is one."""
+
+
+class _InputChecks:
+    """The input checks of one run: counts for the summary, and per chunk what the mode does
+    with the rows that fail (the reasons of rejected rows, the lines of the warnings file)."""
+
+    def __init__(self, checks: InputChecks, mode: CheckMode, warnings: _Rows | None) -> None:
+        self.checks = checks
+        self.mode = mode
+        self.warnings = warnings
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def chunk(
+        self,
+        columns: dict[str, np.ndarray],
+        at: np.ndarray,
+        frame: pd.DataFrame,
+        first_row: int,
+        ident: str | None,
+        reasons: dict[int, list[str]],
+    ) -> np.ndarray | None:
+        """Check ``columns`` (the chunk's rows at frame positions ``at``); under ``reject``,
+        the mask of those rows to refuse, with their reasons added to ``reasons`` (by frame
+        position). ``first_row``: the file row (1-based) of the frame's first row."""
+        masks = self.checks.masks(columns)  # one vectorised pass per feature; rows only on a hit
+        if not masks:
+            return None
+        for key, rows in self.checks.counts(masks).items():
+            self.counts[key] = self.counts.get(key, 0) + rows
+        if self.mode is CheckMode.accept:
+            return None
+        found = self.checks.findings(columns, masks)
+        if self.mode is CheckMode.reject:
+            for finding in found:  # as the rejects file words a refused value
+                reasons.setdefault(int(at[finding.row]), []).append(
+                    f"{finding.feature}: {finding.message}"
+                )
+            return np.logical_or.reduce(list(masks.values()))
+        assert self.warnings is not None
+        positions = at[[f.row for f in found]]
+        features = np.array([f.feature for f in found], dtype=object)
+        values = np.empty(len(found), dtype=object)  # as read, as the rejects file has them
+        for name in {f.feature for f in found}:  # only the rows found: a whole column costs
+            where = features == name
+            values[where] = frame[name].iloc[positions[where]].to_numpy(dtype=object)
+        data: dict[str, Any] = {
+            "row": positions + first_row,
+            "feature": features,
+            "value": values,
+            "reason": [f.reason for f in found],
+            "message": [f.message for f in found],
+        }
+        if ident:
+            data[ident] = frame[ident].iloc[positions].to_numpy()
+        self.warnings.write(data)
+        return None
+
+
 # --- writing ------------------------------------------------------------------------------
 
 
@@ -293,8 +385,8 @@ class _Scores(_File):
         self._writer.close()
 
 
-class _Rejects(_File):
-    """The rejects file: CSV of raw values (any type), written by pandas; few rows."""
+class _Rows(_File):
+    """The rejects or the warnings file: CSV of raw values (any type), written by pandas."""
 
     def __init__(self, path: Path, names: list[str]) -> None:
         super().__init__(path)
@@ -388,6 +480,8 @@ def score_file(
     output: Path,
     *,
     rejects: Path | None = None,
+    warnings: Path | None = None,
+    input_checks: CheckMode | str | None = None,
     id_column: str | None = None,
     chunk_rows: int = 50_000,
     on_progress: Callable[[int], None] | None = None,
@@ -403,18 +497,32 @@ def score_file(
     ``reason`` and the row's feature values as read. ``on_progress`` is called after each
     chunk with the number of rows it held.
 
+    The rows that pass the value rules are held against the training data under
+    ``input_checks`` (``accept``, ``warn``, ``reject``; default: the model's own mode), and
+    the summary counts their findings per feature and reason (``findings``) in every mode.
+    ``warn`` scores them and writes ``warnings`` (default :func:`default_warnings_path`,
+    always written under ``warn``): the id, ``row``, ``feature``, ``value`` (as read),
+    ``reason`` and ``message``, one line per finding, in file order. ``reject`` sends those
+    rows to the rejects file instead (``reason``: ``plan: 'x' was never seen in training
+    ...``, the words of the service's 422). ``accept`` only counts them.
+
     ``ref`` is resolved as everywhere (kiln/resolve.py): ``NAME`` is the production version;
     a rejected version is used only when named exactly, and ``on_warning`` (else the
     ``kiln`` logger) is told. The input's columns that are neither features nor the id are
     named in the summary (``unused_columns``), never dropped silently.
 
     Raises DataError (a missing or unreadable input, a missing feature column),
-    InvalidInput (an output that is not .csv or .parquet), ModelNotFound.
+    InvalidInput (an output that is not .csv or .parquet, an unknown input-check mode),
+    ModelNotFound.
     """
     started = time.perf_counter()
     input, output = Path(input), Path(output)
     if chunk_rows < 1:
         raise InvalidInput(f"chunk_rows must be at least 1, got {chunk_rows}")
+    try:
+        mode = parse_mode(input_checks) if input_checks is not None else None
+    except ValueError as exc:
+        raise InvalidInput(f"input checks: {exc}") from None
     out_format = _output_format(output)
     rejects = Path(rejects) if rejects is not None else default_rejects_path(output)
     if len({input.resolve(), output.resolve(), rejects.resolve()}) < 3:
@@ -422,6 +530,15 @@ def score_file(
     source = _open_source(input)
     stored = resolve(ref, warn=on_warning)
     meta = stored.metadata
+    checks = InputChecks(meta, mode)
+    warned: Path | None = None
+    if checks.mode is CheckMode.warn:
+        warned = Path(warnings) if warnings is not None else default_warnings_path(output)
+        paths = {input.resolve(), output.resolve(), rejects.resolve(), warned.resolve()}
+        if len(paths) < 4:
+            raise InvalidInput(
+                "the input, output, rejects and warnings files must be four different files"
+            )
     features = [(f.name, f.kind) for f in meta.features]
     feature_names = [name for name, _ in features]
     missing = [name for name in feature_names if name not in source.columns]
@@ -439,6 +556,8 @@ def score_file(
     reserved = ["prediction", "row", "reason"] + [
         f"{p}_{c}" for p in ("probability", "score") for c in meta.classes or []
     ]
+    if warned is not None:
+        reserved += WARNING_COLUMNS
     ident = _pick_id_column(source, feature_names, id_column, reserved)
     schema, per_class = _output_schema(runtime, ident)
     class_columns = schema.names[len(schema.names) - len(meta.classes or []) :] if per_class else []
@@ -456,8 +575,13 @@ def score_file(
     try:
         scores = _Scores(output, out_format, schema)
         files.append(scores)
-        refused = _Rejects(rejects, reject_names)
+        refused = _Rows(rejects, reject_names)
         files.append(refused)
+        warning_rows = None
+        if warned is not None:
+            warning_rows = _Rows(warned, ([ident] if ident else []) + WARNING_COLUMNS)
+            files.append(warning_rows)
+        inspected = _InputChecks(checks, checks.mode, warning_rows)
         for frame in source.chunks(wanted, strings, ident, chunk_rows):
             checked = check_frame(frame, features)
             good = ~checked.bad
@@ -470,10 +594,19 @@ def score_file(
                     else {n: v[good] for n, v in checked.columns.items()}
                 )
                 check_columns(meta, columns)
+                scored_at = np.flatnonzero(good)
+                refuse = inspected.chunk(
+                    columns, scored_at, frame, rows + 1, ident, checked.reasons
+                )
+                if refuse is not None:  # reject: unlike the training data, not scored
+                    good[scored_at[refuse]] = False
+                    columns = {n: v[~refuse] for n, v in columns.items()}
+                    scored_at = scored_at[~refuse]
+                    n_good = len(scored_at)
+            if n_good:
                 outputs = inference.run(columns, n_good)
                 nonfinite = nonfinite_outputs(outputs)
                 if nonfinite:  # no answer for these rows: rejects, as the service's 422
-                    scored_at = np.flatnonzero(good)
                     for i, detail in nonfinite.items():
                         checked.reasons[int(scored_at[i])] = [NonFiniteOutput.reason(detail)]
                     keep = np.ones(n_good, dtype=bool)
@@ -523,4 +656,7 @@ def score_file(
         rejects=rejects,
         id_column=ident,
         unused_columns=tuple(c for c in source.columns if c not in wanted),
+        input_checks=checks.mode,
+        findings=dict(inspected.counts),
+        warnings=warned,
     )

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kiln.artifact import ModelMetadata, Stage
+from kiln.artifact import CheckMode, ModelMetadata, Stage
 from kiln.errors import KilnError
 
 __all__ = ["app", "main"]
@@ -566,6 +566,22 @@ def predict(
     chunk_rows: Annotated[
         int, typer.Option("--chunk-rows", min=1, help="Rows read and scored at a time.")
     ] = 50_000,
+    input_checks: Annotated[
+        CheckMode | None,
+        typer.Option(
+            "--input-checks",
+            help="Rows unlike the training data: count them (accept), also list them in the "
+            "warnings file (warn) or reject them (default: the model's own mode).",
+            show_default=False,
+        ),
+    ] = None,
+    warnings: Annotated[
+        Path | None,
+        typer.Option(
+            "--warnings",
+            help="Under warn, each finding (default: <output stem>.warnings.csv).",
+        ),
+    ] = None,
 ) -> None:
     """Score a CSV or Parquet file of any size, in chunks: id, prediction, class probabilities."""
     import time
@@ -587,6 +603,8 @@ def predict(
             input_path,
             output,
             rejects=rejects,
+            warnings=warnings,
+            input_checks=input_checks,
             id_column=id_column,
             chunk_rows=chunk_rows,
             on_progress=on_progress,
@@ -644,6 +662,16 @@ def predict(
             highlight=False,
             soft_wrap=True,
         )
+    checked = f"input checks ({summary.input_checks}): "
+    if summary.findings:
+        where = f" (each finding in {summary.warnings})" if summary.warnings else ""
+        out.print(
+            f"[yellow]{checked}{summary.findings_text()}[/]{where}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        out.print(checked + "every row like the training data", highlight=False)
     if summary.rejected:
         out.print(
             f"[yellow]{summary.rejected:,} rows rejected[/] (reasons in {summary.rejects})",
