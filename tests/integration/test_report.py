@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -26,6 +27,7 @@ from kiln.artifact import HOLDOUT_FILE, Holdout, read_holdout
 from kiln.errors import ArtifactError
 from kiln.store import StoredModel
 from tests.conftest import REPO, SPECS
+from training.drift import file_drift
 from training.report import (
     REPORT_FILE,
     build_report,
@@ -279,6 +281,36 @@ def test_comparison_with_the_previous_version() -> None:
         f"{new:.3f} against {old:.3f}."
     ) in text
     assert f"previous ({first.metadata.version}" in text
+
+
+def test_the_drift_section_is_written_only_with_new_data(
+    served_models: dict[str, StoredModel], tmp_path: Path
+) -> None:
+    stored = served_models["churn"]
+    assert 'id="changes"' not in build_report(stored)  # the store alone knows no new data
+    frame = pd.read_csv(REPO / "training" / "data" / "churn.csv")
+    frame["tenure_months"] *= 3
+    frame.to_csv(tmp_path / "tripled.csv", index=False)
+    drift = file_drift(stored, [tmp_path / "tripled.csv"])
+    page = build_report(stored, drift=drift)
+    assert page.index('id="summary"') < page.index('id="changes"') < page.index('id="comparison"')
+    section = page[
+        page.index('id="changes"') : page.index("</section>", page.index('id="changes"'))
+    ]
+    text = " ".join(_text(section).split())
+    tenure = next(f for f in drift.features if f.feature == "tenure_months")
+    i = int(np.argmax(np.abs(np.subtract(tenure.actual, tenure.expected))))
+    assert tenure.labels[i].startswith(">= ")  # tripled: the top decile took the most
+    top = tenure.labels[i].removeprefix(">= ")
+    assert (
+        f"tenure_months has shifted: {tenure.actual[i]:.0%} of new cases are {top} or above, "
+        f"against {tenure.expected[i]:.0%} in training."
+    ) in text
+    drifting = [f.feature for f in drift.features if f.psi >= 0.1]
+    assert drifting[0] == "tenure_months"
+    answers = drift.prediction is not None and drift.prediction.psi >= 0.1
+    assert section.count("<img ") == len(drifting) + answers
+    assert "drift score" in text and "population stability index" in text
 
 
 # -- the command ------------------------------------------------------------------------------

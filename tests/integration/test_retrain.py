@@ -4,6 +4,7 @@ metric, and promotions refused for damaged or failed versions."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -372,3 +373,46 @@ def test_promote_and_rollback_refuse_a_damaged_model(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="does not match the sha256 registered"):
         rollback("rt-damaged")
     assert current("rt-damaged") == before
+
+
+def test_the_new_files_drift_is_shown_before_training_and_recorded(tmp_path: Path) -> None:
+    spec, path = make_spec(tmp_path, "rt-drift")
+    CHURN.iloc[:1500].to_csv(tmp_path / "data" / "a.csv", index=False)
+    first = retrain(spec, spec_path=path)
+    assert first.drift is None  # no champion: nothing to compare with
+    champion = production_model("rt-drift")
+    assert champion is not None
+    moved = CHURN.iloc[1500:].copy()
+    moved["tenure_months"] *= 3
+    moved.loc[moved.index % 4 == 0, "plan"] = "satellite"
+    moved.to_csv(tmp_path / "data" / "b.csv", index=False)
+    shown: list[Any] = []
+    steps: list[str] = []
+
+    def on_step(text: str) -> None:
+        steps.append(text)
+
+    def on_drift(result: Any) -> None:
+        shown.append((result, len(steps)))
+
+    decision = retrain(spec, spec_path=path, on_step=on_step, on_drift=on_drift)
+    assert len(shown) == 1
+    result, at = shown[0]
+    assert not any(s.startswith("Fitting") for s in steps[:at])  # shown before training
+    assert result.model == champion.tag and result.files == [str(tmp_path / "data" / "b.csv")]
+    drift = decision.drift
+    assert drift is not None and drift.against == champion.tag and drift.rows == 1_500
+    assert drift.note is None and drift.basis == "reference"
+    assert drift.features["tenure_months"] > 0.2 and drift.features["plan"] > 0.2
+    assert list(drift.features)[:2] in (["plan", "tenure_months"], ["tenure_months", "plan"])
+    assert all(v < 0.1 for k, v in drift.features.items() if k not in ("plan", "tenure_months"))
+    assert drift.prediction is not None
+    challenger = get_model(decision.challenger or "")
+    assert read_decision(challenger) == decision  # kept in decision.json
+
+    # a record written before drift was kept still reads, with no drift
+    raw = json.loads((challenger.path / "decision.json").read_text())
+    del raw["drift"]
+    (challenger.path / "decision.json").write_text(json.dumps(raw))
+    older = read_decision(challenger)
+    assert older is not None and older.drift is None and older.reasons == decision.reasons
