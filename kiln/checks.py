@@ -64,7 +64,7 @@ class Finding:
 
     def as_dict(self) -> dict[str, Any]:
         value = self.value.item() if isinstance(self.value, np.generic) else self.value
-        if isinstance(value, float) and value != value:  # NaN: JSON has no NaN
+        if self.reason == "missing":  # NaN or "": null, as a client sends a missing value
             value = None
         return {
             "row": self.row,

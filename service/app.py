@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
+from kiln.checks import warnings_body
 from kiln.errors import (
     InvalidInput,
     KilnError,
@@ -40,7 +41,7 @@ from service.bodies import ClientDisconnect, off_loop, read_body
 from service.codecs import v2
 from service.codecs.bounds import check_structure, structure_budget
 from service.codecs.jsonkeys import ensure_unique_keys, payload_members
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, Inference
 from service.fastlane import FastLane, routes_first
 from service.head import HeadAsGet, allow_head
 from service.models import ServedModel
@@ -130,6 +131,18 @@ def _decode_records(
     )
     ensure_unique_keys(body, payload_members(payload))
     return columns, count
+
+
+def _v2_parameters(answer: Inference) -> dict[str, int | str] | None:
+    """The warnings of an answer as V2 response parameters: the protocol allows only bool,
+    number and string values, so the list travels as a JSON string (as it will in gRPC)."""
+    body = warnings_body(answer.warnings, answer.warning_count)
+    if not body:
+        return None
+    return {
+        "warnings": orjson.dumps(body["warnings"]).decode(),
+        "warning_count": body["warning_count"],
+    }
 
 
 def _v2_metadata(served: ServedModel) -> dict[str, Any]:
@@ -231,15 +244,16 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
         except KilnError as exc:
             plane.record_error(name, exc)
             raise
-        served, outputs = await plane.infer(name, columns, rows)
-        return _json(
-            encode_predictions(
-                model=served.name,
-                version=served.version,
-                outputs=outputs,
-                classes=served.metadata.classes,
-            )
+        answer = await plane.infer(name, columns, rows)
+        served = answer.served
+        encoded = encode_predictions(
+            model=served.name,
+            version=served.version,
+            outputs=answer.outputs,
+            classes=served.metadata.classes,
         )
+        encoded.update(warnings_body(answer.warnings, answer.warning_count))
+        return _json(encoded)
 
     @app.post("/v1/noop")
     async def noop(request: Request) -> Response:
@@ -311,14 +325,15 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
         except KilnError as exc:
             plane.record_error(name, exc)
             raise
-        served, outputs = await plane.infer(name, decoded.columns, decoded.rows, version)
+        answer = await plane.infer(name, decoded.columns, decoded.rows, version)
         body, header_length = v2.encode_response(
-            model_name=served.name,
-            model_version=served.version,
+            model_name=answer.served.name,
+            model_version=answer.served.version,
             request_id=decoded.id,
-            outputs=[(n, outputs[n]) for n in known],
+            outputs=[(n, answer.outputs[n]) for n in known],
             requested=decoded.outputs,
             binary_default=bool(decoded.parameters.get("binary_data_output", False)),
+            parameters=_v2_parameters(answer),
         )
         if header_length is None:
             return Response(body, media_type=JSON)

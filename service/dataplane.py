@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiln.artifact import Task
+from kiln.checks import Finding
 from kiln.errors import (
+    InputRejected,
     InvalidInput,
     KilnError,
     ModelNotFound,
@@ -48,7 +50,7 @@ from service.metrics import UNKNOWN_LABEL, Metrics
 from service.models import ModelSet, ServedModel
 from service.settings import ServingSettings
 
-__all__ = ["PROTOCOLS", "Admission", "DataPlane", "error_reason"]
+__all__ = ["PROTOCOLS", "Admission", "DataPlane", "Inference", "error_reason"]
 
 PROTOCOLS = ("json", "v2", "v2-binary")
 """Bodies whose bytes per row are learned apart: JSON records, V2 JSON, V2 binary tensors."""
@@ -64,6 +66,18 @@ class Admission:
     protocol: str
     declared_bytes: int | None
     reservation: Reservation
+
+
+@dataclass
+class Inference:
+    """What :meth:`DataPlane.infer` answers: the version that ran, its outputs, and, under the
+    ``warn`` input-check mode, the findings to return with them (kiln/checks.py): at most
+    ``MAX_WARNINGS`` of them, ``warning_count`` in all (0 when there is nothing to say)."""
+
+    served: ServedModel
+    outputs: Outputs
+    warnings: list[Finding]
+    warning_count: int
 
 
 _admitted: contextvars.ContextVar[Admission | None] = contextvars.ContextVar(
@@ -229,17 +243,40 @@ class DataPlane:
                 self._child(self.metrics.nonfinite, served.name).inc(len(bad))
             raise NonFiniteOutput(bad)
 
+    def _inspect(self, served: ServedModel, columns: Columns) -> tuple[list[Finding], int]:
+        """The input checks (kiln/checks.py) under the mode set for the model, else its own;
+        their findings counted in every mode. Returns the findings to answer with (warn)."""
+        try:
+            counts, findings, total = served.checks.inspect(
+                columns, self.settings.input_checks_for(served.name)
+            )
+        except InputRejected as exc:  # reject: counted too, then refused
+            self._count_findings(served.name, exc.counts)
+            raise
+        if counts:
+            self._count_findings(served.name, counts)
+        return findings, total if findings else 0  # accept: counted, nothing said
+
+    def _count_findings(self, name: str, counts: dict[tuple[str, str], int]) -> None:
+        if self.metrics:
+            # the feature label is one of the model's own names (InputChecks'), never the client's
+            for (feature, reason), rows in counts.items():
+                self._child(self.metrics.input_checks[reason], name, feature).inc(rows)
+
     async def infer(
         self, name: str, columns: Columns, rows: int, version: str | None = None
-    ) -> tuple[ServedModel, Outputs]:
+    ) -> Inference:
         """Check, batch and run ``rows`` rows of typed columns; errors are counted. The whole
         request is queued or none of it (``Overloaded``); its rows are counted as received
-        once it is queued. A row whose answer is not a finite number fails the request with
-        ``NonFiniteOutput`` (422), naming the row."""
+        once it is queued. Rows unlike the training data are counted by feature and reason,
+        and returned as warnings or refused (``InputRejected``, 422) by the input-check mode.
+        A row whose answer is not a finite number fails the request with ``NonFiniteOutput``
+        (422), naming the row."""
         admitted = _take_admission()
         try:
             served = self.served.get(name, version)
             check_columns(served.metadata, columns)
+            warnings, warning_count = self._inspect(served, columns)
             self._learn(admitted, name, rows)
             chunks = served.batcher.submit(columns, rows)
             if self.metrics:
@@ -256,4 +293,4 @@ class DataPlane:
         if self.metrics and served.metadata.task is Task.classification:
             for label, count in Counter(outputs["label"].tolist()).items():
                 self._child(self.metrics.predictions, name, served.version, str(label)).inc(count)
-        return served, outputs
+        return Inference(served, outputs, warnings, warning_count)

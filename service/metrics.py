@@ -123,3 +123,18 @@ class Metrics:
             ["model"],
             registry=reg,
         )
+        # Input checks (kiln/checks.py): rows unlike the training data, by model and feature
+        # (the model's own names), in every mode; keyed by kiln.checks.REASONS.
+        self.input_checks = {
+            reason: Counter(
+                f"kiln_input_{reason}_total",
+                f"Rows with {what}, by model and feature (counted in every input-check mode).",
+                ["model", "feature"],
+                registry=reg,
+            )
+            for reason, what in (
+                ("unseen_category", "a category never seen in training"),
+                ("out_of_range", "a number outside the range accepted from training"),
+                ("missing", "a missing value in a feature never missing in training"),
+            )
+        }

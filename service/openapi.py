@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from kiln.checks import MAX_WARNINGS, REASONS
 from service.codecs.v2 import FEATURE_DATATYPES
 
 __all__ = ["SCHEMAS", "build_openapi", "install"]
@@ -36,6 +37,23 @@ _BY_CLASS = {
     "items": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
 }
 _OBJECT = {"type": "object"}
+_WARNING = {
+    "type": "object",
+    "required": ["row", "feature", "value", "reason", "message"],
+    "properties": {
+        "row": {"type": "integer", "description": "The row, from 0."},
+        "feature": {"type": "string"},
+        "value": {**_VALUE, "description": "The value sent (null: missing)."},
+        "reason": {"type": "string", "enum": list(REASONS)},
+        "message": {"type": "string", "description": "What is unusual about it, in words."},
+    },
+}
+_WARNING_COUNT = {
+    "type": "integer",
+    "minimum": 1,
+    "description": "How many values failed an input check (`warnings` holds the first "
+    f"{MAX_WARNINGS}).",
+}
 _TENSOR_IN = {
     "type": "object",
     "required": ["name", "shape", "datatype"],
@@ -96,6 +114,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "probabilities": {**_BY_CLASS, "description": "Per row: probability by class."},
             "scores": {**_BY_CLASS, "description": "Per row: decision score by class."},
+            "warnings": {
+                "type": "array",
+                "items": _WARNING,
+                "maxItems": MAX_WARNINGS,
+                "description": "Under the `warn` input-check mode, and only when a value is "
+                "unlike the training data: each such value, by row then feature.",
+            },
+            "warning_count": _WARNING_COUNT,
         },
     },
     "ModelList": {
@@ -185,7 +211,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "model_name": {"type": "string"},
             "model_version": {"type": "string"},
             "id": {"type": "string"},
-            "parameters": _OBJECT,
+            "parameters": {
+                "type": "object",
+                "description": "Under the `warn` input-check mode, and only when a value is "
+                "unlike the training data: `warnings` and `warning_count`.",
+                "properties": {
+                    "warnings": {
+                        "type": "string",
+                        "description": "The warnings as a JSON string (parameters hold only "
+                        "booleans, numbers and strings): a list of objects as the JSON "
+                        "route's `warnings` (row, feature, value, reason, message).",
+                    },
+                    "warning_count": _WARNING_COUNT,
+                },
+            },
             "outputs": {"type": "array", "items": _TENSOR_OUT},
         },
     },
@@ -228,8 +267,10 @@ _WHY = {
     "404": "No such model (or version).",
     "413": "Body over the size limit, or more rows than one request may carry.",
     "415": "A content type (or content encoding) the route does not read.",
-    "422": "The model's answer for a row is not a finite number (inputs far outside the "
-    "training data); the error names the rows.",
+    "422": "A row unlike the training data under the `reject` input-check mode (a category "
+    "never seen, a number outside the accepted range, a missing value where training had "
+    "none), or the model's answer for a row is not a finite number; the error names the row "
+    "(and feature).",
     "503": "Not ready (starting, or the model failed to load), or overloaded: retry after "
     "Retry-After seconds.",
     "504": "Not answered within the request timeout.",

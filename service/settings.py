@@ -36,11 +36,22 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kiln.artifact import CheckMode
+from kiln.checks import parse_mode
 from kiln.errors import SettingsError
 
-__all__ = ["ENV_PREFIX", "BatchLimits", "ServingSettings", "env_name", "load_settings"]
+__all__ = [
+    "ALL_MODELS",
+    "ENV_PREFIX",
+    "BatchLimits",
+    "ServingSettings",
+    "env_name",
+    "load_settings",
+]
 
 ENV_PREFIX = "KILN_SERVE_"
+ALL_MODELS = "*"
+"""The key of ``input_checks`` that sets every model not named."""
 
 
 class Unit:
@@ -157,6 +168,16 @@ class ServingSettings(BaseSettings):
     unknown_features: Literal["reject", "ignore"] = "reject"
     """What to do with a feature or input the model does not know: answer 400, or drop it."""
 
+    input_checks: Annotated[dict[str, CheckMode], NoDecode] = Field(
+        default_factory=dict, examples=["reject", "warn,churn=reject"]
+    )
+    """What to do with a row unlike the training data (kiln/checks.py): `accept` (count it),
+    `warn` (count it and answer with `warnings`) or `reject` (count it and answer 422). One
+    mode for every model (`reject`), per model (`churn=reject,wine=accept`), or both
+    (`warn,churn=reject`), or a JSON object (`{"churn": "reject", "*": "warn"}`). A model
+    not named keeps its own default (its spec's `monitoring.input_checks`; `warn` for models
+    trained before schema 3). Empty: every model its own default."""
+
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     """API keys, comma-separated (several, for rotation). When any key is set (here or in
     `api_keys_file`), every route but health and metrics needs `Authorization: Bearer <key>`."""
@@ -229,8 +250,44 @@ class ServingSettings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
+    @field_validator("input_checks", mode="before")
+    @classmethod
+    def _parse_checks(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return {}
+        if text.startswith("{"):  # a JSON object, like the other object settings
+            try:
+                parsed = json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"not a valid JSON object ({exc})") from None
+            items = list(parsed.items()) if isinstance(parsed, dict) else []
+        else:
+            items = []
+            for part in (p.strip() for p in text.split(",")):
+                name, eq, mode = part.rpartition("=")
+                if not part:
+                    raise ValueError("an empty entry between commas")
+                if eq and not name.strip():
+                    raise ValueError(f"{part!r} names no model: write NAME=MODE, e.g. churn=reject")
+                items.append((name.strip() if eq else ALL_MODELS, mode.strip()))
+        modes: dict[str, CheckMode] = {}
+        for name, mode in items:
+            if name in modes:
+                what = "the mode of every model" if name == ALL_MODELS else f"model {name!r}"
+                raise ValueError(f"{what} is set twice")
+            modes[name] = parse_mode(mode) if isinstance(mode, str) else mode
+        return modes
+
     def limits_for(self, model: str) -> BatchLimits:
         return self.batch_overrides.get(model, self.batch)
+
+    def input_checks_for(self, model: str) -> CheckMode | None:
+        """The input-check mode set for ``model``; None: the model's own default."""
+        checks = self.input_checks
+        return checks.get(model, checks.get(ALL_MODELS)) if checks else None
 
 
 def env_name(field: str) -> str:

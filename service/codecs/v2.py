@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import reprlib
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -415,12 +416,14 @@ def encode_response(
     outputs: list[tuple[str, np.ndarray]],
     requested: list[RequestedOutput] | None,
     binary_default: bool,
+    parameters: Mapping[str, bool | int | float | str] | None = None,
 ) -> tuple[bytes, int | None]:
     """Encode output arrays as a V2 response body.
 
     ``requested`` None sends every output in the given order, binary iff ``binary_default``;
-    otherwise only the requested ones, in requested order, each as it asked. Returns the body
-    and the JSON header's length, or None when no output is binary (the body is all JSON).
+    otherwise only the requested ones, in requested order, each as it asked. ``parameters``:
+    the response's own (the protocol allows only bool, number and string values). Returns
+    the body and the JSON header's length, or None when no output is binary (all JSON).
     """
     arrays = dict(outputs)
     if requested is None:
@@ -451,6 +454,8 @@ def encode_response(
     doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         doc["id"] = request_id
+    if parameters:
+        doc["parameters"] = dict(parameters)
     doc["outputs"] = entries
     header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if any(binary for _, _, binary in chosen):

@@ -312,9 +312,48 @@
         parts.push(scores(body.scores[0], prediction));
       }
     }
+    if (body.warnings && body.warnings.length) {
+      parts.push(unusual(body.warnings, body.warning_count || body.warnings.length));
+    }
     parts.push(element("p", { className: "hint", textContent: "Answered by " + body.model + ", version " + body.version + "." }));
     answer.replaceChildren(...parts);
     result.hidden = false;
+  }
+
+  // The service's input checks: values unlike anything in the training data, one line each
+  // (the feature, the value sent, and what is unusual about it, in the service's words).
+  function unusual(warnings, count) {
+    const table = element("table", { id: "warnings-table" }, [
+      element("thead", {}, [
+        element("tr", {}, ["Row", "Feature", "Value", "What is unusual"].map((name) => element("th", { scope: "col", textContent: name }))),
+      ]),
+    ]);
+    const rows = element("tbody");
+    for (const warning of warnings) {
+      const value = warning.value === null ? "(missing)" : typeof warning.value === "number" ? formatNumber(warning.value) : "“" + warning.value + "”";
+      const row = element("tr", {}, [
+        element("td", { textContent: String(warning.row) }), // as the API counts: from 0
+        element("td", { textContent: readable(warning.feature) }),
+        element("td", { textContent: value }),
+        element("td", { textContent: warning.message }),
+      ]);
+      row.dataset.row = String(warning.row);
+      row.dataset.feature = warning.feature;
+      row.dataset.reason = warning.reason;
+      rows.append(row);
+    }
+    table.append(rows);
+    const parts = [
+      element("p", { className: "warnings-title", textContent: "This case is unlike the examples the model learned from" }),
+      element("p", { textContent: "The answer above may be less reliable: the model had no examples like these values." }),
+      table,
+    ];
+    if (count > warnings.length) {
+      parts.push(element("p", { className: "hint", textContent: "And " + (count - warnings.length) + " more." }));
+    }
+    const box = element("div", { id: "warnings", className: "warnings" }, parts);
+    box.setAttribute("role", "status");
+    return box;
   }
 
   function bars(probabilities, prediction) {

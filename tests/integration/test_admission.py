@@ -91,7 +91,7 @@ def test_a_request_is_refused_before_its_body_when_the_reserved_room_is_taken(
         assert await asyncio.create_task(request(plane, 400))  # 400 rows fit beside it
         held.reservation.release()
         answer = await asyncio.create_task(request(plane, 1_000))
-        assert len(answer[1]["label"]) == 1_000
+        assert len(answer.outputs["label"]) == 1_000
         assert batcher.reserved_rows == 0
         await plane.close()
 

@@ -146,6 +146,7 @@ def test_missing_only_where_training_never_had_one(v3: ModelMetadata) -> None:
     ]
     assert findings[0].message == "is missing, and was never missing in training"
     assert findings[0].as_dict()["value"] is None  # NaN: JSON has none
+    assert findings[2].as_dict()["value"] is None  # "": missing, as a client sends it
 
 
 def test_findings_come_by_row_then_feature_order_with_counts_by_reason(

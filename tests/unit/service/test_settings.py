@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from kiln.artifact import CheckMode
 from kiln.errors import KilnError, SettingsError
 from service.settings import ENV_PREFIX, ServingSettings, env_name, load_settings
 from tests.conftest import REPO
@@ -112,12 +113,71 @@ def test_an_empty_variable_counts_as_unset(clean_env: pytest.MonkeyPatch) -> Non
             "drop",
             "KILN_SERVE_UNKNOWN_FEATURES='drop': expected 'reject' or 'ignore'",
         ),
+        (
+            "KILN_SERVE_INPUT_CHECKS",
+            "block",
+            "KILN_SERVE_INPUT_CHECKS='block': 'block' is not an input-check mode (use accept, "
+            "warn, reject)",
+        ),
+        (
+            "KILN_SERVE_INPUT_CHECKS",
+            "churn=Reject",
+            "KILN_SERVE_INPUT_CHECKS='churn=Reject': 'Reject' is not an input-check mode (use "
+            "accept, warn, reject)",
+        ),
+        (
+            "KILN_SERVE_INPUT_CHECKS",
+            "=reject",
+            "KILN_SERVE_INPUT_CHECKS='=reject': '=reject' names no model: write NAME=MODE, e.g. "
+            "churn=reject",
+        ),
+        (
+            "KILN_SERVE_INPUT_CHECKS",
+            "churn=reject,,wine=warn",
+            "KILN_SERVE_INPUT_CHECKS='churn=reject,,wine=warn': an empty entry between commas",
+        ),
+        (
+            "KILN_SERVE_INPUT_CHECKS",
+            "churn=reject,churn=warn",
+            "KILN_SERVE_INPUT_CHECKS='churn=reject,churn=warn': model 'churn' is set twice",
+        ),
+        (
+            "KILN_SERVE_INPUT_CHECKS",
+            "warn,reject",
+            "KILN_SERVE_INPUT_CHECKS='warn,reject': the mode of every model is set twice",
+        ),
+        (
+            "KILN_SERVE_INPUT_CHECKS",
+            '{"churn": 3}',
+            "KILN_SERVE_INPUT_CHECKS='{\"churn\": 3}': churn: expected 'accept', 'warn' or "
+            "'reject'",
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_naming_variable_value_and_expectation(
     clean_env: pytest.MonkeyPatch, name: str, value: str, line: str
 ) -> None:
     assert problems(clean_env, **{name: value}) == [line]
+
+
+@pytest.mark.parametrize(
+    ("value", "churn", "wine"),
+    [
+        ("", None, None),  # unset: each model its own default (kiln.json)
+        ("reject", CheckMode.reject, CheckMode.reject),
+        ("churn=reject", CheckMode.reject, None),
+        (" churn = reject , wine=accept ", CheckMode.reject, CheckMode.accept),
+        ("warn,churn=reject", CheckMode.reject, CheckMode.warn),
+        ('{"churn": "accept", "*": "reject"}', CheckMode.accept, CheckMode.reject),
+    ],
+)
+def test_input_checks_for_every_model_or_per_model(
+    clean_env: pytest.MonkeyPatch, value: str, churn: CheckMode | None, wine: CheckMode | None
+) -> None:
+    clean_env.setenv("KILN_SERVE_INPUT_CHECKS", value)
+    settings = load_settings()
+    assert settings.input_checks_for("churn") is churn
+    assert settings.input_checks_for("wine") is wine
 
 
 def test_a_misspelt_name_is_refused_with_the_closest_setting(
