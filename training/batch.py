@@ -314,15 +314,13 @@ class _InputChecks:
             return np.logical_or.reduce(list(masks.values()))
         assert self.warnings is not None
         positions = at[[f.row for f in found]]
-        features = np.array([f.feature for f in found], dtype=object)
-        values = np.empty(len(found), dtype=object)  # as read, as the rejects file has them
-        for name in {f.feature for f in found}:  # only the rows found: a whole column costs
-            where = features == name
-            values[where] = frame[name].iloc[positions[where]].to_numpy(dtype=object)
+        # The value as checked (what the JSON route's warning carries: 87.1 for a float32,
+        # empty when missing), not as read: pandas reads a CSV column by chunk, so the text
+        # of a number would depend on the chunk size (500 or 500.0).
         data: dict[str, Any] = {
             "row": positions + first_row,
-            "feature": features,
-            "value": values,
+            "feature": [f.feature for f in found],
+            "value": [None if f.reason == "missing" else f.value for f in found],
             "reason": [f.reason for f in found],
             "message": [f.message for f in found],
         }
@@ -501,7 +499,7 @@ def score_file(
     ``input_checks`` (``accept``, ``warn``, ``reject``; default: the model's own mode), and
     the summary counts their findings per feature and reason (``findings``) in every mode.
     ``warn`` scores them and writes ``warnings`` (default :func:`default_warnings_path`,
-    always written under ``warn``): the id, ``row``, ``feature``, ``value`` (as read),
+    always written under ``warn``): the id, ``row``, ``feature``, ``value`` (as checked),
     ``reason`` and ``message``, one line per finding, in file order. ``reject`` sends those
     rows to the rejects file instead (``reason``: ``plan: 'x' was never seen in training
     ...``, the words of the service's 422). ``accept`` only counts them.
@@ -566,6 +564,8 @@ def score_file(
 
     output.parent.mkdir(parents=True, exist_ok=True)
     rejects.parent.mkdir(parents=True, exist_ok=True)
+    if warned is not None:
+        warned.parent.mkdir(parents=True, exist_ok=True)
     reject_names = ([ident] if ident else []) + ["row", "reason"]
     reject_names += [n for n in feature_names if n != ident]
     files: list[_File] = []

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from kiln import Predictor
-from kiln.errors import DataError, ModelNotFound
+from kiln.artifact import CheckMode
+from kiln.errors import DataError, InputRejected, InvalidInput, ModelNotFound
 from tests.conftest import REPO
 from training.batch import score_file
 
@@ -89,8 +90,11 @@ def test_scores_churn_with_ids_and_probabilities(
     rejects = pd.read_csv(summary.rejects)
     assert summary.rejects == tmp_path / "scores.rejects.csv"
     assert rejects.empty and list(rejects.columns)[:3] == ["customer_id", "row", "reason"]
+    assert summary.findings == {} and summary.warnings == tmp_path / "scores.warnings.csv"
+    assert read(summary.warnings).empty  # written under warn (the default), header only
     files = {p.name for p in tmp_path.iterdir()}
-    assert files == {f"scores{suffix}", "scores.rejects.csv"}  # no temporary file left
+    # no temporary file left
+    assert files == {f"scores{suffix}", "scores.rejects.csv", "scores.warnings.csv"}
 
 
 def bad_file(tmp_path: Path) -> Path:
@@ -314,3 +318,218 @@ def test_memory_stays_bounded_whatever_the_file_size(churn_tag: str, tmp_path: P
     # Scoring the whole file at once grows the peak by about 285 MiB (measured); chunk by
     # chunk it is about 13 MiB whatever the number of rows.
     assert float(growth_mib) < 60, f"peak RSS grew by {float(growth_mib):.0f} MiB"
+
+
+# --- input checks: rows unlike the training data (kiln/checks.py) --------------------------
+
+
+def drifted_frame() -> pd.DataFrame:
+    """60 churn rows: a new plan in row 5, a negative charge and a capitalised plan in row 9,
+    an age of 500 in row 15 and no contract (never missing in training) in row 25 (1-based)."""
+    frame = churn_frame().head(60).astype(object)
+    frame.loc[4, "plan"] = "Atlantis"
+    frame.loc[8, "monthly_charge"] = -5200.0
+    frame.loc[8, "plan"] = "Fiber"
+    frame.loc[14, "age"] = 500
+    frame.loc[24, "contract"] = None
+    return frame
+
+
+def drifted_file(tmp_path: Path) -> Path:
+    """:func:`drifted_frame`, and a value the value rules refuse in row 20."""
+    frame = drifted_frame()
+    frame.loc[19, "age"] = "abc"
+    path = tmp_path / "drifted.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+FOUND = {
+    ("plan", "unseen_category"): 2,
+    ("monthly_charge", "out_of_range"): 1,
+    ("age", "out_of_range"): 1,
+    ("contract", "missing"): 1,
+}
+
+
+def predictor_warnings(churn: Predictor, rows: list[int]) -> list[dict[str, Any]]:
+    """The Predictor's warnings for these rows (0-based) of :func:`drifted_frame`, one at a
+    time, with the file's row (1-based) as ``row``."""
+    frame = drifted_frame()
+    features = [f.name for f in churn.metadata.features]
+    found = []
+    for i in rows:
+        answer = churn.predict(frame[features].iloc[[i]].astype(object))
+        found += [{**w, "row": i + 1} for w in answer.get("warnings", [])]
+    return found
+
+
+@pytest.fixture
+def drifted(tmp_path: Path) -> Path:
+    return drifted_file(tmp_path)
+
+
+def test_warn_scores_the_rows_and_lists_each_finding(
+    churn_tag: str, churn: Predictor, tmp_path: Path, drifted: Path
+) -> None:
+    summary = score_file(churn_tag, drifted, tmp_path / "out.csv", chunk_rows=16)
+    assert summary.input_checks is CheckMode.warn  # the model's own mode
+    assert (summary.rows, summary.scored, summary.rejected) == (60, 59, 1)  # "abc" only
+    assert summary.findings == FOUND
+    assert summary.findings_text() == (
+        "plan unseen category 2 rows, age out of range 1 row, contract missing 1 row, "
+        "monthly_charge out of range 1 row"
+    )
+    assert summary.warnings == tmp_path / "out.warnings.csv"
+    warned = read(summary.warnings)
+    assert list(warned.columns) == ["customer_id", "row", "feature", "value", "reason", "message"]
+    source = churn_frame().head(60)
+    assert warned["row"].tolist() == [5, 9, 9, 15, 25]
+    assert warned["customer_id"].tolist() == source["customer_id"].iloc[[4, 8, 8, 14, 24]].tolist()
+    assert warned["feature"].tolist() == ["plan", "monthly_charge", "plan", "age", "contract"]
+    # as checked: the numbers as the JSON route's warnings carry them, whatever the chunk
+    assert warned["value"].tolist()[:4] == ["Atlantis", "-5200.0", "Fiber", "500.0"]
+    assert pd.isna(warned["value"][4])  # missing: an empty field
+    assert warned["reason"].tolist() == [
+        "unseen_category",
+        "out_of_range",
+        "unseen_category",
+        "out_of_range",
+        "missing",
+    ]
+    # the same findings, in the same words, as the Predictor (and so the JSON route) gives
+    want = predictor_warnings(churn, [4, 8, 14, 24])
+    assert [(w["row"], w["feature"], w["reason"], w["message"]) for w in want] == list(
+        warned[["row", "feature", "reason", "message"]].itertuples(index=False, name=None)
+    )
+    assert warned["message"][0].startswith("'Atlantis' was never seen in training (seen: ")
+    scores = read(tmp_path / "out.csv")
+    kept = source.drop(index=[19])
+    assert scores["customer_id"].tolist() == kept["customer_id"].tolist()  # all scored
+
+
+def test_reject_sends_the_rows_to_the_rejects_file(
+    churn_tag: str, churn: Predictor, tmp_path: Path, drifted: Path
+) -> None:
+    summary = score_file(
+        churn_tag, drifted, tmp_path / "out.csv", input_checks="reject", chunk_rows=16
+    )
+    assert summary.input_checks is CheckMode.reject and summary.warnings is None
+    assert (summary.rows, summary.scored, summary.rejected) == (60, 55, 5)
+    assert summary.findings == FOUND  # counted in every mode
+    rejects = read(summary.rejects)
+    assert rejects["row"].tolist() == [5, 9, 15, 20, 25]
+    want = {w["row"]: w for w in predictor_warnings(churn, [4, 14, 24])}
+    assert rejects["reason"][0] == f"plan: {want[5]['message']}"
+    assert rejects["reason"][1].startswith("monthly_charge: -5200.0 is below the range seen")
+    assert "; plan: 'Fiber' was never seen in training" in rejects["reason"][1]
+    assert rejects["reason"][2] == f"age: {want[15]['message']}"
+    assert rejects["reason"][3] == "age: 'abc' is not a number"
+    assert rejects["reason"][4] == "contract: is missing, and was never missing in training"
+    assert rejects["reason"][4] == f"contract: {want[25]['message']}"
+    assert rejects.loc[0, "plan"] == "Atlantis"  # the row's values as read
+    # the Predictor's 422 for the same row names the same feature with the same words
+    features = [f.name for f in churn.metadata.features]
+    with pytest.raises(InputRejected) as caught:
+        Predictor(churn.runtime.stored, input_checks="reject").predict(
+            drifted_frame()[features].iloc[[14]]
+        )
+    assert caught.value.message == f"feature 'age', row 0: {want[15]['message']}"
+    scores = read(tmp_path / "out.csv")
+    kept = churn_frame().head(60).drop(index=[4, 8, 14, 19, 24])
+    assert scores["customer_id"].tolist() == kept["customer_id"].tolist()
+    assert_scores_match(scores, churn, kept)
+    assert not (tmp_path / "out.warnings.csv").exists()
+
+
+def test_accept_only_counts(churn_tag: str, tmp_path: Path, drifted: Path) -> None:
+    summary = score_file(churn_tag, drifted, tmp_path / "a.csv", input_checks=CheckMode.accept)
+    assert (summary.scored, summary.rejected, summary.findings) == (59, 1, FOUND)
+    assert summary.warnings is None and not (tmp_path / "a.warnings.csv").exists()
+    score_file(churn_tag, drifted, tmp_path / "w.csv", input_checks="warn")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "w.csv").read_bytes()
+
+
+def test_findings_do_not_depend_on_the_chunk_size(
+    churn_tag: str, tmp_path: Path, drifted: Path
+) -> None:
+    big = tmp_path / "big.csv"
+    pd.concat([pd.read_csv(drifted, dtype=str)] * 7).to_csv(big, index=False)
+    small = score_file(churn_tag, big, tmp_path / "a.csv", chunk_rows=7)
+    whole = score_file(churn_tag, big, tmp_path / "b.csv")
+    assert small.findings == whole.findings == {k: 7 * v for k, v in FOUND.items()}
+    assert (tmp_path / "a.warnings.csv").read_bytes() == (tmp_path / "b.warnings.csv").read_bytes()
+    assert read(tmp_path / "a.warnings.csv")["row"].tolist()[-5:] == [365, 369, 369, 375, 385]
+
+
+def test_the_models_own_mode_is_the_default(
+    churn_tag: str, tmp_path: Path, drifted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import training.batch
+    from kiln.resolve import resolve
+
+    stored = resolve(churn_tag)
+    assert stored.metadata.reference is not None
+    reference = stored.metadata.reference.model_copy(update={"checks": CheckMode.reject})
+    strict = dataclasses.replace(
+        stored, metadata=stored.metadata.model_copy(update={"reference": reference})
+    )
+    monkeypatch.setattr(training.batch, "resolve", lambda ref, warn=None: strict)
+    summary = score_file(churn_tag, drifted, tmp_path / "out.csv")
+    assert (summary.input_checks, summary.rejected) == (CheckMode.reject, 5)
+    lenient = score_file(churn_tag, drifted, tmp_path / "out.csv", input_checks="accept")
+    assert (lenient.input_checks, lenient.rejected) == (CheckMode.accept, 1)
+
+
+def test_an_id_column_named_like_a_warnings_column(churn_tag: str, tmp_path: Path) -> None:
+    churn_frame().head(5).rename(columns={"customer_id": "value"}).to_csv(
+        tmp_path / "in.csv", index=False
+    )
+    with pytest.raises(DataError, match="the id column 'value' has the name of an output"):
+        score_file(churn_tag, tmp_path / "in.csv", tmp_path / "o.csv", id_column="value")
+    done = score_file(
+        churn_tag, tmp_path / "in.csv", tmp_path / "o.csv", id_column="value", input_checks="accept"
+    )
+    assert done.scored == 5
+    with pytest.raises(InvalidInput, match="'loud' is not an input-check mode"):
+        score_file(churn_tag, tmp_path / "in.csv", tmp_path / "o.csv", input_checks="loud")
+
+
+def test_cli_summary_names_the_findings_and_the_warnings_file(
+    churn_tag: str, tmp_path: Path, drifted: Path
+) -> None:
+    out = tmp_path / "out.csv"
+    warn = kiln("predict", churn_tag, "-i", str(drifted), "-o", str(out), "--chunk-rows", "16")
+    assert warn.returncode == 0, warn.stderr
+    assert (
+        "input checks (warn): plan unseen category 2 rows, age out of range 1 row, contract "
+        "missing 1 row, monthly_charge out of range 1 row (each finding in "
+        f"{tmp_path / 'out.warnings.csv'})"
+    ) in warn.stdout
+    assert "scored 59 of 60 rows" in warn.stdout and "1 rows rejected" in warn.stdout
+    assert len(read(tmp_path / "out.warnings.csv")) == 5
+    named = tmp_path / "elsewhere" / "w.csv"
+    elsewhere = kiln(
+        "predict", churn_tag, "-i", str(drifted), "-o", str(out), "--warnings", str(named)
+    )
+    assert elsewhere.returncode == 0 and f"each finding in {named}" in elsewhere.stdout
+    assert len(read(named)) == 5
+    reject = kiln(
+        "predict", churn_tag, "-i", str(drifted), "-o", str(out), "--input-checks", "reject"
+    )
+    assert reject.returncode == 0, reject.stderr
+    assert "input checks (reject): plan unseen category 2 rows" in reject.stdout
+    assert "scored 55 of 60 rows" in reject.stdout and "5 rows rejected" in reject.stdout
+    assert "each finding" not in reject.stdout
+    accept = kiln(
+        "predict", churn_tag, "-i", str(drifted), "-o", str(out), "--input-checks", "accept"
+    )
+    assert accept.returncode == 0, accept.stderr
+    assert "input checks (accept): plan unseen category 2 rows" in accept.stdout
+    assert "scored 59 of 60 rows" in accept.stdout
+    clean = kiln("predict", churn_tag, "-i", str(CHURN_CSV), "-o", str(out))
+    assert "input checks (warn): every row like the training data" in clean.stdout
+    wrong = kiln("predict", churn_tag, "-i", str(drifted), "-o", str(out), "--input-checks", "loud")
+    assert wrong.returncode == 2 and "'loud' is not one of" in wrong.stderr
