@@ -34,6 +34,9 @@ ALERTS = {
     "KilnP99LatencyOverBudget",
     "KilnModelNotReady",
     "KilnBatchesQueuingPastWaitLimit",
+    "KilnFeatureDrift",
+    "KilnPredictionDrift",
+    "KilnUnseenCategories",
 }
 PANEL_TITLES = {
     "Throughput per model",
@@ -44,6 +47,10 @@ PANEL_TITLES = {
     "Predictions by class",
     "Model versions",
     "Ready state",
+    "Top drifting features",
+    "Prediction drift",
+    "Input-check findings by reason and feature",
+    "Drift window",
 }
 KILN_IMAGE = "${KILN_IMAGE:?set KILN_IMAGE, e.g. kiln:cpu}"
 
@@ -143,6 +150,35 @@ def test_dashboard_panels_targets_and_datasource() -> None:
                 assert name in recorded, (panel["title"], name)
     versions = next(p for p in panels if p["title"] == "Model versions")
     assert versions["type"] == "table" and "kiln_model_info" in versions["targets"][0]["expr"]
+
+
+def test_drift_alerts_use_the_shift_threshold_and_the_drift_panels_repeat_per_model() -> None:
+    from kiln.drift import SHIFTED
+
+    alerts = {rule["alert"]: rule for rule in _rules() if "alert" in rule}
+    for name in ("KilnFeatureDrift", "KilnPredictionDrift"):
+        assert alerts[name]["expr"].strip().endswith(f"> {SHIFTED}"), name
+        assert alerts[name]["for"] == "30m", name
+    assert alerts["KilnUnseenCategories"]["expr"].strip().endswith("> 0.01")
+    dashboard = json.loads(DASHBOARD.read_text())
+    (row,) = [p for p in dashboard["panels"] if p["type"] == "row"]
+    assert row["repeat"] == "model" and "$model" in row["title"]
+    below = [p for p in dashboard["panels"] if p["gridPos"]["y"] > row["gridPos"]["y"]]
+    assert {p["title"] for p in below} == {
+        "Top drifting features",
+        "Prediction drift",
+        "Input-check findings by reason and feature",
+        "Drift window",
+    }
+    exprs = " ".join(t["expr"] for p in below for t in p["targets"])
+    for metric in (
+        "kiln_feature_drift_psi",
+        "kiln_prediction_drift_psi",
+        "kiln_input_unseen_category_total",
+        "kiln_input_out_of_range_total",
+        "kiln_input_missing_total",
+    ):
+        assert metric in exprs, metric
 
 
 def test_prometheus_config_scrapes_kiln_and_loads_the_rules() -> None:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.servers import free_port, start, stop, wait_ready
+from tests.servers import free_port, kiln_server, start, stop, wait_ready
 
 PROMETHEUS = shutil.which("prometheus")
 MONITORING = REPO / "deploy" / "monitoring"
@@ -39,6 +39,18 @@ pytestmark = [
 ]
 
 T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def server(
+    served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The real server; the drift gauges shown after 100 rows (the load sends about 600 to
+    wine), so that the dashboard's drift panels have data too."""
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    settings = {"KILN_SERVE_DRIFT_MIN_ROWS": "100", "KILN_SERVE_DRIFT_INTERVAL": "0.5"}
+    with kiln_server(served_models, log, **settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +229,9 @@ def test_rules_evaluate_without_errors_and_nothing_fires(load: Load, prometheus:
         "KilnP99LatencyOverBudget",
         "KilnModelNotReady",
         "KilnBatchesQueuingPastWaitLimit",
+        "KilnFeatureDrift",
+        "KilnPredictionDrift",
+        "KilnUnseenCategories",
     }
     broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
     assert not broken

@@ -6,6 +6,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -214,3 +215,17 @@ def test_the_monitor_thread_starts_on_the_first_request_and_stops_on_close(
     assert monitor.windows == []
     monitor.close()
     assert monitor._thread is not None and not monitor._thread.is_alive()
+
+
+def test_a_hot_swap_gives_the_new_version_a_fresh_window(meta: ModelMetadata) -> None:
+    from service.models import ModelSet
+
+    models = ModelSet(ServingSettings(), make_batcher=lambda runtime: None)  # type: ignore[arg-type,return-value]
+    old = models.serve(SimpleNamespace(name="churn", version="v1", metadata=meta))  # type: ignore[arg-type]
+    assert old.drift is not None and models.drift.windows == [old.drift]
+    old.sample_drift(*_request(meta, 10, np.random.default_rng(8)), 10)
+    new = models.serve(SimpleNamespace(name="churn", version="v2", metadata=meta))  # type: ignore[arg-type]
+    assert new.drift is not None and new.drift is not old.drift
+    assert old.drift.closed and models.drift.windows == [new.drift]
+    assert new.drift.pending_rows == 0 and new.drift.filled == 0
+    models.drift.close()
