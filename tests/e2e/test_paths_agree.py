@@ -75,8 +75,11 @@ def url(store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield u
 
 
-def _predictor(store: dict[str, Any], ref: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """kiln.Predictor in its own process (the store is per process): answer or error."""
+def _predictor(
+    store: dict[str, Any], ref: str, rows: list[dict[str, Any]], **options: str
+) -> dict[str, Any]:
+    """kiln.Predictor in its own process (the store is per process): answer or error.
+    ``options``: the Predictor's keyword arguments."""
     code = (
         "import json, sys, warnings, logging\n"
         "import kiln\n"
@@ -84,7 +87,7 @@ def _predictor(store: dict[str, Any], ref: str, rows: list[dict[str, Any]]) -> d
         "logging.basicConfig(level=logging.WARNING, stream=sys.stderr)\n"
         "rows = json.load(sys.stdin)\n"
         "try:\n"
-        f"    print(json.dumps(kiln.Predictor.from_store({ref!r}).predict(rows)))\n"
+        f"    print(json.dumps(kiln.Predictor.from_store({ref!r}, **{options!r}).predict(rows)))\n"
         "except KilnError as exc:\n"
         "    print(json.dumps({'error': exc.message, 'status': exc.status_code}))\n"
     )
@@ -101,9 +104,10 @@ def _predictor(store: dict[str, Any], ref: str, rows: list[dict[str, Any]]) -> d
 
 
 def _kiln_predict(
-    store: dict[str, Any], ref: str, rows: list[dict[str, Any]], tmp: Path
+    store: dict[str, Any], ref: str, rows: list[dict[str, Any]], tmp: Path, *options: str
 ) -> dict[str, Any]:
-    """`kiln predict` on a CSV of ``rows`` (None: an empty field): scores, rejects, output."""
+    """`kiln predict` on a CSV of ``rows`` (None: an empty field): scores, rejects, warnings
+    (under warn), output. ``options``: more arguments of the command."""
     source = tmp / "in.csv"
     with source.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["customer_id", *rows[0].keys()])
@@ -114,7 +118,7 @@ def _kiln_predict(
             )
     out = tmp / "scores.csv"
     done = subprocess.run(
-        [KILN, "predict", ref, "--input", source, "--output", out],
+        [KILN, "predict", ref, "--input", source, "--output", out, *options],
         env=_env(store["home"]),
         capture_output=True,
         text=True,
@@ -125,6 +129,10 @@ def _kiln_predict(
             result["scores"] = list(csv.DictReader(fh))
         with out.with_name("scores.rejects.csv").open() as fh:
             result["rejects"] = list(csv.DictReader(fh))
+        warnings = out.with_name("scores.warnings.csv")
+        if warnings.exists():
+            with warnings.open() as fh:
+                result["warnings"] = list(csv.DictReader(fh))
     return result
 
 
@@ -159,8 +167,10 @@ def _v2(
         return {"status": int(exc.status() or 0), "error": exc.message()}
     finally:
         client.close()
-    names = [o["name"] for o in result.get_response()["outputs"]]
-    return {"outputs": {name: result.as_numpy(name) for name in names}}
+    response = result.get_response()
+    names = [o["name"] for o in response["outputs"]]
+    outputs = {name: result.as_numpy(name) for name in names}
+    return {"outputs": outputs, "parameters": response.get("parameters", {})}
 
 
 ROWS = [
@@ -200,6 +210,43 @@ def test_same_answers_on_every_path(store: dict[str, Any], url: str, tmp_path: P
         }
         assert got == pytest.approx(want, rel=1e-6)
     assert scored["rejects"] == []
+
+
+# Rows unlike the training data (input checks, kiln/checks.py), under churn's own mode: warn.
+WARNED = [
+    CHURN_ROW,
+    {**CHURN_ROW, "plan": "Fiber", "age": 500},
+    {**CHURN_ROW, "contract": None},  # contract was never missing in training
+]
+
+
+def test_same_warnings_on_every_path(store: dict[str, Any], url: str, tmp_path: Path) -> None:
+    """The JSON route's warnings, V2's response parameters, the Predictor's answer and the
+    lines of `kiln predict`'s warnings file name the same rows, features, reasons and words."""
+    records = httpx.post(f"{url}/v1/models/churn/predict", json={"instances": WARNED}, timeout=30)
+    assert records.status_code == 200, records.text
+    answer = records.json()
+    warnings = answer["warnings"]
+    found = [(w["row"], w["feature"], w["reason"]) for w in warnings]
+    assert found == [(1, "age", "out_of_range"), (1, "plan", "unseen_category"),
+                     (2, "contract", "missing")]  # fmt: skip
+    assert answer["warning_count"] == 3
+
+    v2 = _v2(url, WARNED)
+    assert json.loads(v2["parameters"]["warnings"]) == warnings
+    assert v2["parameters"]["warning_count"] == 3
+
+    in_process = _predictor(store, "churn", WARNED)
+    assert (in_process["warnings"], in_process["warning_count"]) == (warnings, 3)
+
+    scored = _kiln_predict(store, "churn", WARNED, tmp_path)
+    assert scored["code"] == 0, scored["stdout"] + scored["stderr"]
+    assert len(scored["scores"]) == 3  # warned rows are scored
+    with (tmp_path / "scores.warnings.csv").open() as fh:
+        lines = list(csv.DictReader(fh))
+    assert [(int(w["row"]) - 1, w["feature"], w["reason"], w["message"]) for w in lines] == [
+        (w["row"], w["feature"], w["reason"], w["message"]) for w in warnings
+    ]  # the file counts rows from 1
 
 
 @pytest.mark.parametrize(
@@ -332,3 +379,84 @@ def test_same_verdict_on_an_answer_that_is_not_finite(
     assert f"row 1: {reject['reason']}" == error
     metrics = httpx.get(f"{url}/metrics", timeout=30).text
     assert 'kiln_nonfinite_outputs_total{model="breast-cancer"} 2.0' in metrics
+
+
+# --- input checks: a row unlike the training data (kiln/checks.py) ------------------------
+
+DRIFTED = {**CHURN_ROW, "plan": "Atlantis", "monthly_charge": -5200.0}  # a new plan, a -ve fee
+
+
+@pytest.fixture(scope="module")
+def strict_url(store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same store served with every model under `reject` input checks."""
+    from tests.servers import kiln_server
+
+    log = tmp_path_factory.mktemp("paths-strict") / "server.log"
+    with kiln_server(
+        {},
+        log,
+        BENTOML_HOME=str(store["home"]),
+        KILN_SERVE_MODELS="[]",
+        KILN_SERVE_INPUT_CHECKS="reject",
+    ) as u:
+        yield u
+
+
+def test_same_warnings_on_a_drifted_row(store: dict[str, Any], url: str, tmp_path: Path) -> None:
+    """warn (the model's own mode): the JSON route and the Predictor answer with the same
+    warnings; `kiln predict` scores the row and writes the same findings to its warnings file."""
+    rows = [CHURN_ROW, DRIFTED]
+    records = httpx.post(f"{url}/v1/models/churn/predict", json={"instances": rows}, timeout=30)
+    assert records.status_code == 200, records.text
+    answer = records.json()
+    assert answer["warning_count"] == 2
+    assert [(w["row"], w["feature"], w["reason"]) for w in answer["warnings"]] == [
+        (1, "monthly_charge", "out_of_range"),
+        (1, "plan", "unseen_category"),
+    ]
+    in_process = _predictor(store, "churn", rows)
+    assert in_process["warnings"] == answer["warnings"]
+    assert in_process["warning_count"] == 2
+    assert in_process["predictions"] == answer["predictions"]
+
+    scored = _kiln_predict(store, "churn", rows, tmp_path)
+    assert scored["code"] == 0, scored["stdout"] + scored["stderr"]
+    assert [r["prediction"] for r in scored["scores"]] == answer["predictions"]  # both scored
+    assert scored["rejects"] == []
+    assert "monthly_charge out of range 1 row, plan unseen category 1 row" in scored["stdout"]
+    assert [
+        (int(w["row"]) - 1, w["feature"], w["reason"], w["message"]) for w in scored["warnings"]
+    ] == [(w["row"], w["feature"], w["reason"], w["message"]) for w in answer["warnings"]]
+    assert [w["customer_id"] for w in scored["warnings"]] == ["C1", "C1"]
+    assert float(scored["warnings"][0]["value"]) == answer["warnings"][0]["value"] == -5200.0
+    assert scored["warnings"][1]["value"] == answer["warnings"][1]["value"] == "Atlantis"
+
+
+def test_same_verdict_on_a_drifted_row_under_reject(
+    store: dict[str, Any], strict_url: str, tmp_path: Path
+) -> None:
+    """reject: 422 from both routes and the Predictor, in the same words; `kiln predict`
+    sends the row to its rejects file with those words and scores the other."""
+    rows = [CHURN_ROW, DRIFTED]
+    records = httpx.post(
+        f"{strict_url}/v1/models/churn/predict", json={"instances": rows}, timeout=30
+    )
+    assert records.status_code == 422, records.text
+    error = records.json()["error"]
+    assert error.startswith("feature 'monthly_charge', row 1: -5200.0 is below the range")
+    assert error.endswith(" (and 1 more)")
+    v2 = _v2(strict_url, rows)
+    assert (v2.get("status"), v2.get("error")) == (422, error)
+    in_process = _predictor(store, "churn", rows, input_checks="reject")
+    assert (in_process["status"], in_process["error"]) == (422, error)
+
+    scored = _kiln_predict(store, "churn", rows, tmp_path, "--input-checks", "reject")
+    assert scored["code"] == 0, scored["stdout"] + scored["stderr"]
+    assert len(scored["scores"]) == 1 and "warnings" not in scored
+    (reject,) = scored["rejects"]
+    assert (reject["customer_id"], reject["row"]) == ("C1", "2")
+    # the row's findings, each as "feature: message", joined by "; " (a message may hold one)
+    first, _, second = reject["reason"].partition("; plan: ")
+    message = first.removeprefix("monthly_charge: ")
+    assert f"feature 'monthly_charge', row 1: {message} (and 1 more)" == error
+    assert second.startswith("'Atlantis' was never seen in training (seen: ")
