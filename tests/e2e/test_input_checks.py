@@ -120,6 +120,20 @@ def _counters(url: str) -> dict[tuple[str, str, str], float]:
     return counts
 
 
+def _errors(url: str) -> float:
+    """kiln_request_errors_total{model="churn",reason="invalid_input"}."""
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        if family.name == "kiln_request_errors":
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name.endswith("_total") and labels == {
+                    "model": "churn",
+                    "reason": "invalid_input",
+                }:
+                    return sample.value
+    return 0.0
+
+
 def _moved(
     before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float]
 ) -> dict[tuple[str, str, str], float]:
@@ -128,7 +142,7 @@ def _moved(
 
 def test_each_mode_on_both_protocols_with_the_same_words(mode_server: tuple[str, str]) -> None:
     url, mode = mode_server
-    before = _counters(url)
+    before, errors = _counters(url), _errors(url)
     answers = {protocol: _send(url, "churn", BAD, protocol) for protocol in PROTOCOLS}
     if mode == "reject":
         first = answers["json"]
@@ -139,6 +153,7 @@ def test_each_mode_on_both_protocols_with_the_same_words(mode_server: tuple[str,
         )
         for protocol in PROTOCOLS:
             assert answers[protocol] == first, protocol
+        assert _errors(url) - errors == 3  # kiln_request_errors_total, reason invalid_input
     elif mode == "accept":
         for protocol in PROTOCOLS:
             assert answers[protocol] == {"status": 200}, protocol  # counted, not said
