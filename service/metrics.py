@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from kiln.checks import REASONS
+
 __all__ = ["ERROR_REASONS", "UNKNOWN_LABEL", "Metrics"]
 
 # The model label of a name (from a URL) that this worker neither serves nor failed to load.
 UNKNOWN_LABEL = "_unknown"
 ERROR_REASONS = ("invalid_input", "model_not_found", "overloaded", "internal")
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# What each input-check reason counts, in the metric's help text.
+_FOUND = {
+    "unseen_category": "a category never seen in training",
+    "out_of_range": "a number outside the range accepted from training",
+    "missing": "a missing value in a feature never missing in training",
+}
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -124,17 +132,13 @@ class Metrics:
             registry=reg,
         )
         # Input checks (kiln/checks.py): rows unlike the training data, by model and feature
-        # (the model's own names), in every mode; keyed by kiln.checks.REASONS.
+        # (the model's own names), in every mode; one counter per kiln.checks.REASONS.
         self.input_checks = {
             reason: Counter(
                 f"kiln_input_{reason}_total",
-                f"Rows with {what}, by model and feature (counted in every input-check mode).",
+                f"Rows with {_FOUND[reason]}, by model and feature (in every input-check mode).",
                 ["model", "feature"],
                 registry=reg,
             )
-            for reason, what in (
-                ("unseen_category", "a category never seen in training"),
-                ("out_of_range", "a number outside the range accepted from training"),
-                ("missing", "a missing value in a feature never missing in training"),
-            )
+            for reason in REASONS
         }
