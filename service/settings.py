@@ -236,7 +236,8 @@ class ServingSettings(BaseSettings):
 
     drift_min_rows: int = Field(default=1000, ge=1)
     """Rows the window must hold (at most the window) before the PSI gauges are set: PSI
-    over a few rows is noise (a sample of 100 training-like rows often reads above 0.1)."""
+    over a few rows is noise. Rows drawn from churn's own training file, 20 draws: the
+    largest feature PSI of 100 rows had a median of 0.17 (up to 0.36), of 1,000 rows 0.016."""
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from kiln.drift import SHIFTED
+from kiln.drift import SHIFTED, bin_count, psi_of_counts
 from tests.conftest import REPO, SPECS
 from tests.servers import free_port, kiln_server, start, stop, wait_ready
 from training.data import read_file, resolve_paths
@@ -191,16 +191,27 @@ def like_training(server: str, prometheus: str | None) -> dict[str, Any]:
     return wait_for("a full window", window_holds(server, WINDOW, bool))
 
 
+def all_unseen(served_models: dict[str, Any]) -> float:
+    """The PSI of churn's plan when every row of the window has a plan never seen: all in
+    the "other" bin, computed from its kiln.json apart from the service."""
+    bins = served_models["churn"].metadata.reference.features["plan"].bins
+    counts = [0] * bin_count(bins)
+    counts[len(bins.categories)] = WINDOW  # "other" follows the categories
+    return psi_of_counts(bins.shares, counts)
+
+
 @pytest.fixture(scope="module")
-def drifted(server: str, like_training: dict[str, Any]) -> dict[str, Any]:
-    """The gauges after a window of shifted rows (sent after the training-like ones)."""
+def drifted(
+    server: str, like_training: dict[str, Any], served_models: dict[str, Any]
+) -> dict[str, Any]:
+    """The gauges once the window holds only shifted rows (sent after the training-like
+    ones): the plan's PSI is then the one of a window of unseen plans."""
     frame = shifted(training_rows().sample(WINDOW, random_state=1))
     send(server, frame)
+    expected = all_unseen(served_models)
     return wait_for(
-        "feature gauges above 0.2",
-        window_holds(
-            server, WINDOW, lambda psi: bool(psi) and min(psi[f] for f in moved()) > SHIFTED
-        ),
+        "a window of shifted rows",
+        window_holds(server, WINDOW, lambda psi: psi.get("plan") == pytest.approx(expected)),
     )
 
 
@@ -270,6 +281,12 @@ def test_the_drift_and_unseen_category_alerts_go_pending_in_prometheus(
     }
     assert not broken
     # Prometheus' own query of the gauge agrees with what the server exported
-    (plan,) = query(prometheus, 'kiln_feature_drift_psi{job="kiln", model="churn", feature="plan"}')
     exported = of(drifted, "kiln_feature_drift_psi")["plan"]
-    assert float(plan["value"][1]) == pytest.approx(exported, rel=1e-6)
+    plan = 'kiln_feature_drift_psi{job="kiln", model="churn", feature="plan"}'
+    wait_for(
+        f"{plan} == {exported}",
+        lambda: (
+            [r for r in query(prometheus, plan) if math.isclose(float(r["value"][1]), exported)]
+            or None
+        ),
+    )

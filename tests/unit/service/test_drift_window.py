@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from kiln.artifact import METADATA_FILE, Bins, ModelMetadata, Task, read_metadata
 from kiln.drift import SHIFTED, bin_counts, bin_index, psi
-from service.drift import DriftMonitor, DriftWindow, prediction_output
+from service.drift import MAX_PENDING_REQUESTS, DriftMonitor, DriftWindow, prediction_output
 from service.metrics import Metrics
 from service.settings import ServingSettings
 
@@ -229,3 +229,13 @@ def test_a_hot_swap_gives_the_new_version_a_fresh_window(meta: ModelMetadata) ->
     assert old.drift.closed and models.drift.windows == [new.drift]
     assert new.drift.pending_rows == 0 and new.drift.filled == 0
     models.drift.close()
+
+
+def test_many_small_requests_are_capped_by_count(meta: ModelMetadata) -> None:
+    window = _window(meta, size=10_000)
+    columns, outputs = _request(meta, 1, np.random.default_rng(9))
+    for _ in range(MAX_PENDING_REQUESTS + 500):
+        window.offer(columns, outputs, 1)
+    assert window.pending_rows == MAX_PENDING_REQUESTS and window.skipped == 500
+    window.update()
+    assert window.filled == MAX_PENDING_REQUESTS and window.pending_rows == 0
