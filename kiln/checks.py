@@ -177,8 +177,8 @@ class InputChecks:
             low,
             high,
             seen,
-            f"is below the range seen in training ({seen}; accepted down to {_number(low)})",
-            f"is above the range seen in training ({seen}; accepted up to {_number(high)})",
+            f"is below the range seen in training ({seen}, accepted down to {_number(low)})",
+            f"is above the range seen in training ({seen}, accepted up to {_number(high)})",
         )
 
     def ranges(self) -> dict[str, tuple[float, float]]:

@@ -48,7 +48,7 @@ from kiln.values import check_columns, nonfinite_outputs
 from service.batching import Batcher, BatchStats, Columns, Outputs, Reservation
 from service.metrics import UNKNOWN_LABEL, Metrics
 from service.models import ModelSet, ServedModel
-from service.settings import ServingSettings
+from service.settings import CHECKS_OFF, ServingSettings
 
 __all__ = ["PROTOCOLS", "Admission", "DataPlane", "Inference", "error_reason"]
 
@@ -246,10 +246,11 @@ class DataPlane:
     def _inspect(self, served: ServedModel, columns: Columns) -> tuple[list[Finding], int]:
         """The input checks (kiln/checks.py) under the mode set for the model, else its own;
         their findings counted in every mode. Returns the findings to answer with (warn)."""
+        mode = self.settings.input_checks_for(served.name)
+        if mode == CHECKS_OFF:
+            return [], 0
         try:
-            counts, findings, total = served.checks.inspect(
-                columns, self.settings.input_checks_for(served.name)
-            )
+            counts, findings, total = served.checks.inspect(columns, mode)
         except InputRejected as exc:  # reject: counted too, then refused
             self._count_findings(served.name, exc.counts)
             raise

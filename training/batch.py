@@ -49,9 +49,11 @@ from kiln.values import check_columns, check_frame, nonfinite_outputs
 
 __all__ = [
     "ScoreSummary",
+    "Source",
     "default_rejects_path",
     "default_warnings_path",
     "estimate_rows",
+    "open_source",
     "score_file",
 ]
 
@@ -137,7 +139,9 @@ def estimate_rows(path: Path) -> int | None:
 
 
 @dataclass(frozen=True)
-class _Source:
+class Source:
+    """A CSV, TSV or Parquet file to read in chunks (``kiln predict``, ``kiln drift``)."""
+
     path: Path
     format: str
     columns: list[str]  # every column of the file, in file order
@@ -220,7 +224,8 @@ class _Source:
                 yield table.to_pandas()
 
 
-def _open_source(path: Path) -> _Source:
+def open_source(path: Path) -> Source:
+    """The file at ``path``, its format and columns checked; DataError names what is wrong."""
     fmt = _input_format(path)
     if not path.is_file():
         raise DataError("file not found", source=str(path))
@@ -230,7 +235,7 @@ def _open_source(path: Path) -> _Source:
 
             columns = list(pq.read_schema(path).names)
         else:
-            header = pd.read_csv(path, nrows=0, **_Source(path, fmt, [])._csv_options())
+            header = pd.read_csv(path, nrows=0, **Source(path, fmt, [])._csv_options())
             columns = [str(c) for c in header.columns]
     except pd.errors.EmptyDataError:
         raise DataError("is empty: expected a header row", source=str(path)) from None
@@ -238,11 +243,11 @@ def _open_source(path: Path) -> _Source:
         raise DataError(f"cannot be read: {exc.strerror or exc}", source=str(path)) from None
     except Exception as exc:  # pandas and pyarrow raise many types for corrupt files
         raise DataError(f"cannot be read as {fmt.upper()}: {exc}", source=str(path)) from None
-    return _Source(path, fmt, columns)
+    return Source(path, fmt, columns)
 
 
 def _pick_id_column(
-    source: _Source, features: list[str], requested: str | None, reserved: list[str]
+    source: Source, features: list[str], requested: str | None, reserved: list[str]
 ) -> str | None:
     if requested is not None:
         if requested not in source.columns:
@@ -525,7 +530,7 @@ def score_file(
     rejects = Path(rejects) if rejects is not None else default_rejects_path(output)
     if len({input.resolve(), output.resolve(), rejects.resolve()}) < 3:
         raise InvalidInput("the input, output and rejects files must be three different files")
-    source = _open_source(input)
+    source = open_source(input)
     stored = resolve(ref, warn=on_warning)
     meta = stored.metadata
     checks = InputChecks(meta, mode)

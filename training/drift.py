@@ -53,7 +53,7 @@ from kiln.production import DriftRecord
 from kiln.runtime import ModelRuntime, default_providers
 from kiln.store import StoredModel
 from kiln.values import check_frame, nonfinite_outputs
-from training.batch import _open_source  # the reader `kiln predict` uses, one rule for files
+from training.batch import open_source  # the reader `kiln predict` uses: one rule for files
 from training.stats import DRIFT_CATEGORIES, prediction_bins
 
 __all__ = [
@@ -278,7 +278,7 @@ def file_drift(
     features = [(f.name, f.kind) for f in meta.features]
     names = [name for name, _ in features]
     strings = {n for n, k in features if k is not FeatureKind.numeric}
-    sources = [_open_source(Path(p)) for p in paths]
+    sources = [open_source(Path(p)) for p in paths]
     if not sources:
         raise DataError("no data file given")
     for source in sources:

@@ -22,6 +22,8 @@ from tests.conftest import REPO, SPECS
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("cpu", "gpu")
 SCRIPT = REPO / "deploy" / "validate-k8s.sh"
+RULES = REPO / "deploy" / "monitoring" / "rules" / "kiln-rules.yaml"
+DRIFT_ALERTS = ("KilnFeatureDrift", "KilnPredictionDrift", "KilnUnseenCategories")
 KUBECTL = os.environ.get("KUBECTL") or shutil.which("kubectl")
 VENV_BIN = Path(os.environ.get("VENV_BIN", REPO / ".venv" / "bin"))
 
@@ -246,7 +248,26 @@ def test_service_pdb_hpa_and_servicemonitor_find_the_serving_pods(
             "KilnHighErrorRatio",
             "KilnModelNotReady",
             "KilnP99LatencyHigh",
+            *DRIFT_ALERTS,
         }
+
+
+def test_cluster_drift_alerts_are_the_tested_ones(rendered: dict[str, list[Doc]]) -> None:
+    """The PrometheusRule's drift alerts are kiln-rules.yaml's, which promtool tests."""
+    tested = {
+        rule["alert"]: rule
+        for group in yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    for name, docs in rendered.items():
+        shipped = {
+            rule["alert"]: rule
+            for group in one(docs, "PrometheusRule")["spec"]["groups"]
+            for rule in group["rules"]
+        }
+        for alert in DRIFT_ALERTS:
+            assert shipped[alert] == tested[alert], f"{name}: {alert}"
 
 
 def test_pods_are_hardened(rendered: dict[str, list[Doc]]) -> None:

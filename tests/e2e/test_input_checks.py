@@ -1,7 +1,7 @@
 """Input checks in the real server: each mode on the JSON route and V2 REST (JSON and binary
 tensors), with the same reasons and words on each, and the counters on /metrics.
 
-One server per mode (`KILN_SERVE_INPUT_CHECKS=churn=MODE,wine=MODE`); diabetes is not
+One server per mode (`KILN_SERVE_INPUT_CHECKS=churn=MODE,wine=MODE`; `off` too); diabetes is not
 named, so it keeps its own default from kiln.json (`warn`) in every one of them. The rows
 exactly at the training min and max of every number pass in every mode; the first float32
 past each accepted bound does not.
@@ -46,7 +46,7 @@ FOUND = [
 PROTOCOLS = ["json", "v2-json", "v2-binary"]
 
 
-@pytest.fixture(scope="module", params=["accept", "warn", "reject"])
+@pytest.fixture(scope="module", params=["accept", "warn", "reject", "off"])
 def mode_server(
     request: pytest.FixtureRequest,
     served_models: dict[str, Any],
@@ -154,9 +154,9 @@ def test_each_mode_on_both_protocols_with_the_same_words(mode_server: tuple[str,
         for protocol in PROTOCOLS:
             assert answers[protocol] == first, protocol
         assert _errors(url) - errors == 3  # kiln_request_errors_total, reason invalid_input
-    elif mode == "accept":
+    elif mode in ("accept", "off"):
         for protocol in PROTOCOLS:
-            assert answers[protocol] == {"status": 200}, protocol  # counted, not said
+            assert answers[protocol] == {"status": 200}, protocol  # accept: counted, not said
     else:
         warned = answers["json"]
         assert warned["status"] == 200 and warned["warning_count"] == len(FOUND)
@@ -174,9 +174,10 @@ def test_each_mode_on_both_protocols_with_the_same_words(mode_server: tuple[str,
         assert by_cell[(4, "support_calls")]["value"] == -1e8  # float32(-99,999,999): the model's
         for protocol in PROTOCOLS:
             assert answers[protocol] == warned, protocol
-    # counted in every mode, reject included: one row per finding, per request
+    # counted in every mode, reject included: one row per finding, per request; off: not checked
     moved = _moved(before, _counters(url))
-    assert moved == {(reason, "churn", feature): 3.0 for _, feature, reason in FOUND}
+    counted = {(reason, "churn", feature): 3.0 for _, feature, reason in FOUND}
+    assert moved == ({} if mode == "off" else counted)
 
 
 def test_a_missing_number_that_training_never_missed(mode_server: tuple[str, str]) -> None:
@@ -203,7 +204,8 @@ def test_a_missing_number_that_training_never_missed(mode_server: tuple[str, str
             assert warning["value"] is None
         else:
             assert answer == {"status": 200}
-    assert _moved(before, _counters(url)) == {("missing", "churn", "monthly_charge"): 2.0}
+    counted = {("missing", "churn", "monthly_charge"): 2.0}
+    assert _moved(before, _counters(url)) == ({} if mode == "off" else counted)
 
 
 @pytest.mark.parametrize("model", ["churn", "wine"])

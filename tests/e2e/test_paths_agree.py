@@ -455,8 +455,9 @@ def test_same_verdict_on_a_drifted_row_under_reject(
     assert len(scored["scores"]) == 1 and "warnings" not in scored
     (reject,) = scored["rejects"]
     assert (reject["customer_id"], reject["row"]) == ("C1", "2")
-    # the row's findings, each as "feature: message", joined by "; " (a message may hold one)
-    first, _, second = reject["reason"].partition("; plan: ")
+    # the row's findings, each as "feature: message", joined by "; "
+    first, second = reject["reason"].split("; ")
     message = first.removeprefix("monthly_charge: ")
+    second = second.removeprefix("plan: ")
     assert f"feature 'monthly_charge', row 1: {message} (and 1 more)" == error
     assert second.startswith("'Atlantis' was never seen in training (seen: ")

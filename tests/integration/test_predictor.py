@@ -79,7 +79,7 @@ def test_warn_answers_with_warnings_as_the_json_route(churn: Predictor) -> None:
             "feature": "monthly_charge",
             "value": -5200.0,
             "reason": "out_of_range",
-            "message": f"-5200.0 is below the range seen in training (9.18 to 86.99; "
+            "message": f"-5200.0 is below the range seen in training (9.18 to 86.99, "
             f"accepted down to {low:g})",
         },
         {

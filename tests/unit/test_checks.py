@@ -111,10 +111,10 @@ def test_the_margin_widens_p0_1_and_p99_9_but_never_inside_min_and_max(
     findings = checks.findings(columns(v3, rows))
     assert [(f.row, f.feature) for f in findings] == [(1, "monthly_charge"), (3, "support_calls")]
     assert findings[0].message == (
-        "87.1 is above the range seen in training (9.18 to 86.99; accepted up to 87.0332)"
+        "87.1 is above the range seen in training (9.18 to 86.99, accepted up to 87.0332)"
     )
     assert findings[1].message == (
-        "10.5 is above the range seen in training (0 to 10; accepted up to 10)"
+        "10.5 is above the range seen in training (0 to 10, accepted up to 10)"
     )
     margin_zero = v3.model_copy(
         update={"reference": v3.reference.model_copy(update={"margin": 0.0})}

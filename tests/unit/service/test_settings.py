@@ -117,13 +117,13 @@ def test_an_empty_variable_counts_as_unset(clean_env: pytest.MonkeyPatch) -> Non
             "KILN_SERVE_INPUT_CHECKS",
             "block",
             "KILN_SERVE_INPUT_CHECKS='block': 'block' is not an input-check mode (use accept, "
-            "warn, reject)",
+            "warn, reject, or off)",
         ),
         (
             "KILN_SERVE_INPUT_CHECKS",
             "churn=Reject",
             "KILN_SERVE_INPUT_CHECKS='churn=Reject': 'Reject' is not an input-check mode (use "
-            "accept, warn, reject)",
+            "accept, warn, reject, or off)",
         ),
         (
             "KILN_SERVE_INPUT_CHECKS",
@@ -149,8 +149,8 @@ def test_an_empty_variable_counts_as_unset(clean_env: pytest.MonkeyPatch) -> Non
         (
             "KILN_SERVE_INPUT_CHECKS",
             '{"churn": 3}',
-            "KILN_SERVE_INPUT_CHECKS='{\"churn\": 3}': churn: expected 'accept', 'warn' or "
-            "'reject'",
+            "KILN_SERVE_INPUT_CHECKS='{\"churn\": 3}': churn: expected 'accept', 'warn', "
+            "'reject' or 'off'",
         ),
     ],
 )
@@ -169,6 +169,7 @@ def test_a_bad_value_is_one_line_naming_variable_value_and_expectation(
         (" churn = reject , wine=accept ", CheckMode.reject, CheckMode.accept),
         ("warn,churn=reject", CheckMode.reject, CheckMode.warn),
         ('{"churn": "accept", "*": "reject"}', CheckMode.accept, CheckMode.reject),
+        ("off,churn=warn", CheckMode.warn, "off"),
     ],
 )
 def test_input_checks_for_every_model_or_per_model(
@@ -176,8 +177,8 @@ def test_input_checks_for_every_model_or_per_model(
 ) -> None:
     clean_env.setenv("KILN_SERVE_INPUT_CHECKS", value)
     settings = load_settings()
-    assert settings.input_checks_for("churn") is churn
-    assert settings.input_checks_for("wine") is wine
+    assert settings.input_checks_for("churn") == churn
+    assert settings.input_checks_for("wine") == wine
 
 
 def test_a_misspelt_name_is_refused_with_the_closest_setting(
