@@ -194,7 +194,14 @@ class InputChecks:
         found: dict[tuple[str, str], np.ndarray] = {}
         ranges = self._ranges
         if ranges:
-            values = np.concatenate([columns[r.feature] for r in ranges]).reshape(len(ranges), -1)
+            values = np.concatenate([columns[r.feature] for r in ranges])
+            values.shape = (len(ranges), -1)
+            # The usual case first, in one pass: every number within its bounds (NaN is
+            # within none, so a missing value anywhere takes the look below).
+            within = (values >= self._low) & (values <= self._high)
+            if np.count_nonzero(within) == within.size:
+                ranges = []
+        if ranges:
             outside = (values < self._low) | (values > self._high)  # NaN is neither
             if outside.any():
                 for j in np.flatnonzero(outside.any(axis=1)).tolist():
