@@ -480,6 +480,7 @@ def _retrain_imported(
             allow_new_classes=allow_new_classes,
             settings=settings,
             on_step=step,
+            on_drift=_print_retrain_drift,
         )
     _print_decision(decision)
 

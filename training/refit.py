@@ -33,6 +33,7 @@ from training.data import resolve_paths
 from training.importer import import_model
 from training.retrain import (
     Attempt,
+    OnDrift,
     Terms,
     comparer,
     conclude,
@@ -79,9 +80,11 @@ def retrain_imported(
     seed: int = 0,
     settings: TrainingSettings | None = None,
     on_step: Step = _quiet,
+    on_drift: OnDrift | None = None,
 ) -> Decision:
     """Refit the imported model ``name`` on ``data``, compare it with the champion on a
-    holdout split of that data, promote it or not; the run is recorded.
+    holdout split of that data, promote it or not; the run is recorded. ``on_drift`` is
+    shown the new files' drift against the champion's training data before the refit.
 
     Raises a KilnError when the run fails (recorded as failed; nothing stays in the store).
     """
@@ -100,6 +103,7 @@ def retrain_imported(
             settings or TrainingSettings(),
             on_step,
             attempt,
+            on_drift,
         ),
     )
 
@@ -154,6 +158,7 @@ def _refit(
     settings: TrainingSettings,
     on_step: Step,
     attempt: Attempt,
+    on_drift: OnDrift | None = None,
 ) -> Decision:
     from sklearn.base import clone
 
@@ -180,7 +185,7 @@ def _refit(
         )
     refuse_unknown_labels(terms, target, frame[target], files, champion)
     y = _labels(source, frame[target], terms, champion, target)
-    reasons = opening(terms, champion, attempt, fresh, on_step)
+    reasons = opening(terms, champion, attempt, fresh, on_step, on_drift)
     if isinstance(reasons, Decision):  # nothing new: nothing to train
         return reasons
     X_train, X_test, y_train, y_test = _split(frame, y, terms.task, holdout, seed)

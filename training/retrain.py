@@ -57,6 +57,7 @@ from training.spec import LOWER_IS_BETTER, Spec
 __all__ = [
     "MIN_COMPARISON_ROWS",
     "Attempt",
+    "OnDrift",
     "Terms",
     "beats",
     "check_labels",

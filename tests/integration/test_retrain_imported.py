@@ -109,6 +109,12 @@ def test_a_better_refit_is_promoted_and_keeps_its_own_source(tmp_path: Path) -> 
     assert "on 160 holdout rows neither model was trained on" in decision.reasons[-1]
     assert decision.challenger_score is not None and decision.champion_score is not None
     assert decision.challenger_score > decision.champion_score
+    # the new file's drift against the champion's sample: shown before the refit, recorded
+    assert decision.drift is not None and decision.drift.against == champion.tag
+    assert decision.drift.rows == 800 and set(decision.drift.features) == {
+        f.name for f in champion.metadata.features if f.kind.value != "text"
+    }
+    assert "PSI" in result.output.split("promoted")[0]
     print(
         f"\ncompared on 160 rows: challenger roc_auc {decision.challenger_score:.4f}, "
         f"champion {decision.champion_score:.4f}"
