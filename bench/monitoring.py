@@ -138,10 +138,15 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(SPECS), help="comma-separated")
     parser.add_argument("--parts", action="store_true", help="also checks alone, drift alone")
     parser.add_argument(
+        "--on-first", action="store_true", help="start the 'on' server first (default: 'off')"
+    )
+    parser.add_argument(
         "--together", action="store_true", help="load the servers at the same time, not in turn"
     )
     args = parser.parse_args()
     settings = ["off", "on", "off-again", *(["checks", "drift"] if args.parts else [])]
+    if args.on_first:  # the servers start (and are loaded in round 1) in this order
+        settings = ["on", *(s for s in settings if s != "on")]
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kiln-monitoring-") as tmp:

@@ -177,7 +177,7 @@ class ServingSettings(BaseSettings):
     )
     """What to do with a row unlike the training data (kiln/checks.py): `accept` (count it),
     `warn` (count it and answer with `warnings`), `reject` (count it and answer 422), or
-    `off` (no checks and no counters: they cost about 6 µs per request). One
+    `off` (no checks and no counters: docs/serving.md has their cost). One
     mode for every model (`reject`), per model (`churn=reject,wine=accept`), or both
     (`warn,churn=reject`), or a JSON object (`{"churn": "reject", "*": "warn"}`). A model
     not named keeps its own default (its spec's `monitoring.input_checks`; `warn` for models
