@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,20 @@ def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["BENTOML_HOME"] = str(home)
     os.environ["KILN_TRAIN_REPORTS_DIR"] = str(tmp_path_factory.mktemp("reports"))
     return home
+
+
+def run_kiln(*args: str) -> subprocess.CompletedProcess[str]:
+    """``kiln ARGS`` as a user runs it, in a child process over this session's store (its
+    BENTOML_HOME), uncoloured and wide, so that tests read its output as plain text."""
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def mixed_frame(rows: int = 400, classes: int = 2, seed: int = 0) -> pd.DataFrame:

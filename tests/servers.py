@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -25,6 +26,7 @@ __all__ = [
     "hey_statuses",
     "kiln_process",
     "kiln_server",
+    "prometheus_server",
     "start",
     "stop",
     "wait_ready",
@@ -104,6 +106,43 @@ def kiln_server(
     """:func:`kiln_process`, yielding only the URL."""
     with kiln_process(served_models, log, wait_for=wait_for, **settings) as (url, _):
         yield url
+
+
+@contextmanager
+def prometheus_server(
+    prometheus: str, target: str, rule_files: list[Path], home: Path
+) -> Iterator[str]:
+    """A real Prometheus (Debian's ``prometheus`` binary) on a free port of 127.0.0.1 that
+    scrapes ``target`` (a Kiln base URL) as job ``kiln`` and evaluates ``rule_files``, every
+    second; yields its URL once it is ready."""
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(f) for f in rule_files],
+        "scrape_configs": [
+            {
+                "job_name": "kiln",
+                "static_configs": [{"targets": [target.removeprefix("http://")]}],
+            }
+        ],
+    }
+    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = home / "prometheus.log"
+    process = start(
+        [
+            prometheus,
+            f"--config.file={home / 'prometheus.yml'}",
+            f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        log,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(f"{url}/-/ready", process, log, 30)
+        yield url
+    finally:
+        stop(process)
 
 
 def hey_statuses(output: str) -> dict[int, int]:

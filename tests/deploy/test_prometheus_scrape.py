@@ -20,10 +20,9 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import yaml
 
 from tests.conftest import REPO
-from tests.servers import free_port, kiln_server, start, stop, wait_ready
+from tests.servers import kiln_server, prometheus_server
 
 PROMETHEUS = shutil.which("prometheus")
 MONITORING = REPO / "deploy" / "monitoring"
@@ -57,35 +56,8 @@ def server(
 def prometheus(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert PROMETHEUS is not None
     home = tmp_path_factory.mktemp("prometheus")
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {
-                "job_name": "kiln",
-                "scrape_interval": "1s",
-                "static_configs": [{"targets": [server.removeprefix("http://")]}],
-            }
-        ],
-    }
-    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = home / "prometheus.log"
-    process = start(
-        [
-            PROMETHEUS,
-            f"--config.file={home / 'prometheus.yml'}",
-            f"--storage.tsdb.path={home / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        log,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(f"{url}/-/ready", process, log, 30)
+    with prometheus_server(PROMETHEUS, server, [RULES], home) as url:
         yield url
-    finally:
-        stop(process)
 
 
 @dataclass

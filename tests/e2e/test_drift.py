@@ -22,11 +22,10 @@ from typing import Any, TypeVar
 import httpx
 import pandas as pd
 import pytest
-import yaml
 
 from kiln.drift import SHIFTED, bin_count, psi_of_counts
 from tests.conftest import REPO, SPECS
-from tests.servers import free_port, kiln_server, start, stop, wait_ready
+from tests.servers import kiln_server, prometheus_server
 from training.data import read_file, resolve_paths
 from training.spec import load_spec
 
@@ -127,37 +126,11 @@ def prometheus(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield None
         return
     home = tmp_path_factory.mktemp("prometheus")
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {
-                "job_name": "kiln",
-                "static_configs": [{"targets": [server.removeprefix("http://")]}],
-            }
-        ],
-    }
-    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = home / "prometheus.log"
-    process = start(
-        [
-            PROMETHEUS,
-            f"--config.file={home / 'prometheus.yml'}",
-            f"--storage.tsdb.path={home / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        log,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(f"{url}/-/ready", process, log, 30)
+    with prometheus_server(PROMETHEUS, server, [RULES], home) as url:
         # Its first scrape comes seconds after it is ready: the rates need scrapes before
         # and during the streams.
         wait_for("a first scrape", lambda: query(url, 'up{job="kiln"} == 1') or None)
         yield url
-    finally:
-        stop(process)
 
 
 def send(server: str, frame: pd.DataFrame) -> None:

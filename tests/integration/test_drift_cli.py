@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +18,7 @@ import pandas as pd
 import pytest
 
 from kiln.store import StoredModel
-from tests.conftest import REPO
+from tests.conftest import REPO, run_kiln
 from training.drift import file_drift
 
 pytestmark = pytest.mark.integration
@@ -40,18 +37,6 @@ def shifted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _kiln(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def _section(report: Path) -> str:
     text = report.read_text(encoding="utf-8")
     start = text.index('<section id="changes">')
@@ -66,7 +51,7 @@ def test_the_training_file_itself_is_stable(
     served_models: dict[str, StoredModel], tmp_path: Path
 ) -> None:
     tag = served_models["churn"].tag
-    done = _kiln("drift", tag, "--data", str(CHURN_CSV), "--report", str(tmp_path))
+    done = run_kiln("drift", tag, "--data", str(CHURN_CSV), "--report", str(tmp_path))
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("│")]
     assert len(rows) == 10  # nine features and the answers
@@ -76,7 +61,7 @@ def test_the_training_file_itself_is_stable(
     assert 'data-key="no-drift"' in section and "<img" not in section
     assert "every one of its 9 features is spread as it was in training" in _words(section)
 
-    body = json.loads(_kiln("drift", tag, "--data", str(CHURN_CSV), "--json").stdout)
+    body = json.loads(run_kiln("drift", tag, "--data", str(CHURN_CSV), "--json").stdout)
     assert body["rows"] == 3_000 and body["refused"] == 0 and body["basis"] == "reference"
     assert all(f["psi"] < 0.01 for f in body["features"]), body["features"]
     assert body["prediction"]["psi"] < 0.01 and body["checks"] == []
@@ -86,7 +71,7 @@ def test_a_shifted_file_names_the_shifted_features(
     served_models: dict[str, StoredModel], shifted: Path, tmp_path: Path
 ) -> None:
     tag = served_models["churn"].tag
-    done = _kiln("drift", tag, "--data", str(shifted), "--report", str(tmp_path))
+    done = run_kiln("drift", tag, "--data", str(shifted), "--report", str(tmp_path))
     assert done.returncode == 0, done.stderr  # drift is a finding, not an error
     table = {
         cells[0]: cells[1:]
@@ -100,7 +85,7 @@ def test_a_shifted_file_names_the_shifted_features(
     assert re.search(r"of new rows are \S+ or above, against 10% in training", done.stdout)
     assert "plan unseen category 750 rows" in done.stdout  # every fourth of 3,000 rows
 
-    body = json.loads(_kiln("drift", tag, "--data", str(shifted), "--json").stdout)
+    body = json.loads(run_kiln("drift", tag, "--data", str(shifted), "--json").stdout)
     ranked = [f["feature"] for f in body["features"]]
     assert set(ranked[:2]) == SHIFTED_FEATURES  # ordered by PSI
     psi = [f["psi"] for f in body["features"]]
@@ -125,13 +110,13 @@ def test_bad_files_and_models_are_clear_errors(
     served_models: dict[str, StoredModel], tmp_path: Path
 ) -> None:
     tag = served_models["churn"].tag
-    missing = _kiln("drift", tag, "--data", str(tmp_path / "none.csv"))
+    missing = run_kiln("drift", tag, "--data", str(tmp_path / "none.csv"))
     assert missing.returncode == 2 and "file not found" in missing.stderr
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
-    wrong = _kiln("drift", tag, "--data", str(other))
+    wrong = run_kiln("drift", tag, "--data", str(other))
     assert wrong.returncode == 2 and "no columns 'tenure_months'" in wrong.stderr
-    unknown = _kiln("drift", "no-such-model", "--data", str(CHURN_CSV))
+    unknown = run_kiln("drift", "no-such-model", "--data", str(CHURN_CSV))
     assert unknown.returncode == 3 and "no-such-model" in unknown.stderr
     assert "Traceback" not in missing.stderr + wrong.stderr + unknown.stderr
 

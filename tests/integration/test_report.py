@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ import yaml
 from kiln.artifact import HOLDOUT_FILE, Holdout, read_holdout
 from kiln.errors import ArtifactError
 from kiln.store import StoredModel
-from tests.conftest import REPO, SPECS
+from tests.conftest import REPO, SPECS, run_kiln
 from training.drift import file_drift
 from training.report import (
     REPORT_FILE,
@@ -316,26 +313,14 @@ def test_the_drift_section_is_written_only_with_new_data(
 # -- the command ------------------------------------------------------------------------------
 
 
-def _kiln(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"], "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_writes_the_report(served_models: dict[str, StoredModel], tmp_path: Path) -> None:
     tag = served_models["diabetes"].tag
-    done = _kiln("report", tag, "--out", str(tmp_path / "out"))
+    done = run_kiln("report", tag, "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     path = tmp_path / "out" / REPORT_FILE
     assert path.is_file() and str(path) in " ".join(done.stdout.split())
     assert "<h1>diabetes</h1>" in path.read_text(encoding="utf-8")
-    missing = _kiln("report", "no-such-model", "--out", str(tmp_path / "none"))
+    missing = run_kiln("report", "no-such-model", "--out", str(tmp_path / "none"))
     assert missing.returncode == 3 and "no-such-model" in missing.stderr
 
 
@@ -407,7 +392,7 @@ def test_report_renders_in_chromium(
 def test_cli_prints_a_pdf(served_models: dict[str, StoredModel], tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
-    done = _kiln("report", served_models["churn"].tag, "--out", str(tmp_path), "--pdf")
+    done = run_kiln("report", served_models["churn"].tag, "--out", str(tmp_path), "--pdf")
     assert done.returncode == 0, done.stderr
     pdf = (tmp_path / "report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF")
