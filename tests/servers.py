@@ -10,10 +10,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -21,14 +21,18 @@ import yaml
 
 from tests.conftest import REPO
 
+T = TypeVar("T")
+
 __all__ = [
     "free_port",
     "hey_statuses",
     "kiln_process",
     "kiln_server",
+    "prometheus_query",
     "prometheus_server",
     "start",
     "stop",
+    "wait_for",
     "wait_ready",
 ]
 
@@ -143,6 +147,29 @@ def prometheus_server(
         yield url
     finally:
         stop(process)
+
+
+def prometheus_query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    """The result of an instant query ``expr`` on a Prometheus at ``prometheus``."""
+    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "success", (expr, body)
+    return list(body["data"]["result"])
+
+
+def wait_for(
+    what: str, check: Callable[[], T | None], seconds: float = 30, poll: float = 0.25
+) -> T:
+    """``check()``'s first answer that is not None, polled every ``poll`` s; a test failure
+    naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after {seconds:.0f} s")
+        time.sleep(poll)
 
 
 def hey_statuses(output: str) -> dict[int, int]:

@@ -13,16 +13,16 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.servers import kiln_server, prometheus_server
+from tests.servers import kiln_server, prometheus_query, prometheus_server, wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 MONITORING = REPO / "deploy" / "monitoring"
@@ -36,8 +36,6 @@ pytestmark = [
         PROMETHEUS is None, reason="prometheus is not installed (apt-get install prometheus)"
     ),
 ]
-
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -104,28 +102,10 @@ def load(server: str, prometheus: str) -> Iterator[Load]:
     yield sent
 
 
-def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
-    body = response.json()
-    assert response.status_code == 200 and body["status"] == "success", (expr, body)
-    return list(body["data"]["result"])
-
-
 def value(prometheus: str, expr: str) -> float | None:
-    result = query(prometheus, expr)
+    result = prometheus_query(prometheus, expr)
     assert len(result) <= 1, (expr, result)
     return float(result[0]["value"][1]) if result else None
-
-
-def wait_for(what: str, check: Callable[[], T | None], seconds: float = 30) -> T:
-    deadline = time.monotonic() + seconds
-    while True:
-        found = check()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} after {seconds:.0f} s")
-        time.sleep(0.5)
 
 
 def test_raw_series_and_recording_rules_for_wine(load: Load, server: str, prometheus: str) -> None:
@@ -141,12 +121,14 @@ def test_raw_series_and_recording_rules_for_wine(load: Load, server: str, promet
         got = value(prometheus, 'sum(kiln_rows_received_total{job="kiln", model="wine"})')
         return got if got == rows_total else None
 
-    wait_for(f"kiln_rows_received_total of {rows_total:.0f} rows for wine", scraped_all)
-    info = query(prometheus, 'kiln_model_info{job="kiln", model="wine"}')
+    wait_for(f"kiln_rows_received_total of {rows_total:.0f} rows for wine", scraped_all, poll=0.5)
+    info = prometheus_query(prometheus, 'kiln_model_info{job="kiln", model="wine"}')
     assert len(info) == 1 and info[0]["metric"]["provider"] == "CPUExecutionProvider"
 
     recorded = {
-        name: wait_for(name, lambda name=name: value(prometheus, f'{name}{{model="wine"}}'))
+        name: wait_for(
+            name, lambda name=name: value(prometheus, f'{name}{{model="wine"}}'), poll=0.5
+        )
         for name in (
             "model:bentoml_service_request:rate1m",
             "model:bentoml_service_request:rate5m",
@@ -185,6 +167,7 @@ def test_raw_series_and_recording_rules_for_wine(load: Load, server: str, promet
         wait_for(
             f"{expr} == {expected}",
             lambda expr=expr, expected=expected: value(prometheus, expr) == expected or None,
+            poll=0.5,
         )
 
 
@@ -194,7 +177,7 @@ def test_rules_evaluate_without_errors_and_nothing_fires(load: Load, prometheus:
         rules = [rule for group in response["data"]["groups"] for rule in group["rules"]]
         return rules if rules and all(r["health"] != "unknown" for r in rules) else None
 
-    rules = wait_for("evaluated rules", evaluated)
+    rules = wait_for("evaluated rules", evaluated, poll=0.5)
     assert {r["name"] for r in rules if r["type"] == "alerting"} == {
         "KilnDown",
         "KilnHighErrorRatio",
@@ -232,5 +215,6 @@ def test_every_dashboard_query_returns_data_for_wine(load: Load, prometheus: str
         assert "$" not in concrete, (title, expr)
         wait_for(
             f"data for panel {title!r} {ref}: {concrete}",
-            lambda q=concrete: query(prometheus, q) or None,
+            lambda q=concrete: prometheus_query(prometheus, q) or None,
+            poll=0.5,
         )

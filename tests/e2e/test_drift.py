@@ -17,7 +17,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -25,7 +25,7 @@ import pytest
 
 from kiln.drift import SHIFTED, bin_count, psi_of_counts
 from tests.conftest import REPO, SPECS
-from tests.servers import kiln_server, prometheus_server
+from tests.servers import kiln_server, prometheus_query, prometheus_server, wait_for
 from training.data import read_file, resolve_paths
 from training.spec import load_spec
 
@@ -36,18 +36,6 @@ RULES = REPO / "deploy" / "monitoring" / "rules" / "kiln-rules.yaml"
 WINDOW = 2000  # rows in the drift window
 REQUEST_ROWS = 100
 NEW_PLAN = "quantum"  # a plan churn never saw
-T = TypeVar("T")
-
-
-def wait_for(what: str, check: Callable[[], T | None], seconds: float = 30) -> T:
-    deadline = time.monotonic() + seconds
-    while True:
-        found = check()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} after {seconds:.0f} s")
-        time.sleep(0.25)
 
 
 def training_rows() -> pd.DataFrame:
@@ -129,7 +117,7 @@ def prometheus(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with prometheus_server(PROMETHEUS, server, [RULES], home) as url:
         # Its first scrape comes seconds after it is ready: the rates need scrapes before
         # and during the streams.
-        wait_for("a first scrape", lambda: query(url, 'up{job="kiln"} == 1') or None)
+        wait_for("a first scrape", lambda: prometheus_query(url, 'up{job="kiln"} == 1') or None)
         yield url
 
 
@@ -213,12 +201,6 @@ def test_shifted_rows_move_the_gauges_and_the_counters(
     assert out_of_range and max(out_of_range.values()) > 0
 
 
-def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    body = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
-    assert body["status"] == "success", (expr, body)
-    return list(body["data"]["result"])
-
-
 def _alerts(prometheus: str) -> list[dict[str, Any]]:
     body = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()
     return list(body["data"]["alerts"])
@@ -259,7 +241,11 @@ def test_the_drift_and_unseen_category_alerts_go_pending_in_prometheus(
     wait_for(
         f"{plan} == {exported}",
         lambda: (
-            [r for r in query(prometheus, plan) if math.isclose(float(r["value"][1]), exported)]
+            [
+                r
+                for r in prometheus_query(prometheus, plan)
+                if math.isclose(float(r["value"][1]), exported)
+            ]
             or None
         ),
     )
