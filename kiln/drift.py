@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kiln.artifact import Bins
+from kiln.artifact import Bins, ModelMetadata, Task
 from kiln.values import MISSING_STRING
 
 __all__ = [
@@ -85,6 +85,12 @@ def bin_labels(bins: Bins) -> list[str]:
         labels += [f"{lo:g} to {hi:g}" for lo, hi in itertools.pairwise(edges)]
         return [*labels, f">= {edges[-1]:g}", "missing"]
     return [*(bins.categories or []), "other", "missing"]
+
+
+def prediction_output(metadata: ModelMetadata) -> str:
+    """The output whose values the prediction's reference bins: a classifier's predicted
+    class (``label``), a regressor's predicted value (``prediction``)."""
+    return "label" if metadata.task is Task.classification else "prediction"
 
 
 def psi_of_counts(expected: Sequence[float], counts: Sequence[float] | np.ndarray) -> float:

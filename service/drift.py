@@ -46,12 +46,12 @@ from typing import Any
 
 import numpy as np
 
-from kiln.artifact import Bins, ModelMetadata, Task
-from kiln.drift import bin_count, bin_index, psi_of_counts
+from kiln.artifact import Bins, ModelMetadata
+from kiln.drift import bin_count, bin_index, prediction_output, psi_of_counts
 from service.metrics import Metrics
 from service.settings import ServingSettings
 
-__all__ = ["MAX_PENDING_REQUESTS", "DriftMonitor", "DriftWindow", "prediction_output"]
+__all__ = ["MAX_PENDING_REQUESTS", "DriftMonitor", "DriftWindow"]
 
 log = logging.getLogger("kiln.service")
 
@@ -62,12 +62,6 @@ MAX_PENDING_REQUESTS = 1000
 churn: a queue of 10,000 one-row requests kept 14.5 MB of their arrays alive (as 100
 100-row requests: 3.4 MB) and took 140 ms to bin; 1,000 keep about 1.5 MB and take 14 ms,
 and still sample 200 requests a second at the default 5 s interval."""
-
-
-def prediction_output(metadata: ModelMetadata) -> str:
-    """The output whose values the prediction's reference bins: a classifier's predicted
-    class (``label``), a regressor's predicted value (``prediction``)."""
-    return "label" if metadata.task is Task.classification else "prediction"
 
 
 class DriftWindow:

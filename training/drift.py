@@ -47,7 +47,7 @@ from kiln.artifact import (
     read_holdout,
 )
 from kiln.checks import InputChecks
-from kiln.drift import SHIFTED, bin_count, bin_counts, bin_labels, psi_of_counts
+from kiln.drift import SHIFTED, bin_count, bin_counts, bin_labels, prediction_output, psi_of_counts
 from kiln.errors import DataError, KilnError
 from kiln.production import DriftRecord
 from kiln.runtime import ModelRuntime, default_providers
@@ -254,9 +254,10 @@ def _reference(stored: StoredModel) -> tuple[Reference, str]:
 
 def _answers(meta: ModelMetadata, outputs: dict[str, np.ndarray]) -> np.ndarray:
     """The model's answers as the reference bins them (labels as strings, or values)."""
+    answers = outputs[prediction_output(meta)].reshape(-1)
     if meta.task is Task.classification:
-        return np.asarray([str(v) for v in outputs["label"].reshape(-1)], dtype=object)
-    return outputs["prediction"].reshape(-1).astype(np.float64)
+        return np.asarray([str(v) for v in answers], dtype=object)
+    return answers.astype(np.float64)
 
 
 def file_drift(

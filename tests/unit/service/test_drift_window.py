@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from kiln.artifact import METADATA_FILE, Bins, ModelMetadata, Task, read_metadata
-from kiln.drift import SHIFTED, bin_counts, bin_index, psi
-from service.drift import MAX_PENDING_REQUESTS, DriftMonitor, DriftWindow, prediction_output
+from kiln.drift import SHIFTED, bin_counts, bin_index, prediction_output, psi
+from service.drift import MAX_PENDING_REQUESTS, DriftMonitor, DriftWindow
 from service.metrics import Metrics
 from service.settings import ServingSettings
 
