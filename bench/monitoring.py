@@ -21,7 +21,9 @@ turn, which pairs them on the same moment of the machine but splits its cores be
 Each run is wrk (closed loop, 64 connections) on ``/v1/models/NAME/predict`` with one row
 of the training data; the ratio is the median over rounds of on/off requests/s in the same
 round. After the runs: each server's memory (RSS, all processes) and, for the "on" server,
-the drift gauges it exposes (proof that the window was filled and computed)::
+the drift gauges it exposes (proof that the window was filled and computed). The goal is
+judged on "on" against the mean of the two "off" servers of the same round (either alone
+is off by its A/A ratio: where a server starts counts on this VM); on/off is shown too::
 
     .venv/bin/python bench/monitoring.py               # about 5 minutes
     .venv/bin/python bench/monitoring.py --seconds 3 --rounds 2
@@ -190,6 +192,12 @@ def main() -> int:
                 for s in settings
                 if s != "off"
             }
+            # "off" as the mean of the two identical "off" servers of the round: either alone
+            # is off by as much as the A/A ratio (where a server starts counts here)
+            both_off = [
+                run["requests_per_s"] / ((a["requests_per_s"] + b["requests_per_s"]) / 2)
+                for a, run, b in zip(runs["off"], runs["on"], runs["off-again"], strict=True)
+            ]
             median = {s: statistics.median(r["requests_per_s"] for r in runs[s]) for s in runs}
             cpu = {s: statistics.median(r["cpu_us_per_request"] for r in runs[s]) for s in runs}
             results[name] = {
@@ -199,6 +207,8 @@ def main() -> int:
                 "round_ratios": ratios,
                 "ratios": {s: statistics.median(r) for s, r in ratios.items()},
                 "ratio": statistics.median(ratios["on"]),
+                "round_ratios_to_both_off": both_off,
+                "ratio_to_both_off": statistics.median(both_off),
                 "rss_bytes": memory,
                 "drift_gauges_after": gauges,
             }
@@ -214,15 +224,16 @@ def main() -> int:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print("\n| model | off req/s | on req/s | on/off | CPU us/req off | on | p99 off ms "
-          "| p99 on ms | RSS off MB | RSS on MB | drift gauges |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| model | off req/s | on req/s | on/off | on/both off | A/A | CPU us/req off "
+          "| on | p99 off ms | p99 on ms | RSS off MB | RSS on MB | drift gauges |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         p99 = {s: statistics.median(x["p99_ms"] for x in r["runs"][s]) for s in r["runs"]}
         rss = {s: r["rss_bytes"][s] / 2**20 for s in r["rss_bytes"]}
         print(
             f"| {name} | {r['median_requests_per_s']['off']:,.0f} "
             f"| {r['median_requests_per_s']['on']:,.0f} | {r['ratio']:.3f} "
+            f"| {r['ratio_to_both_off']:.3f} | {r['ratios']['off-again']:.3f} "
             f"| {r['median_cpu_us_per_request']['off']:.0f} "
             f"| {r['median_cpu_us_per_request']['on']:.0f} | {p99['off']:.1f} "
             f"| {p99['on']:.1f} | {rss['off']:.0f} | {rss['on']:.0f} "
@@ -232,7 +243,7 @@ def main() -> int:
         rounds = {s: [round(x, 3) for x in v] for s, v in r["round_ratios"].items()}
         print(f"{name}: on/off per round {rounds['on']}; A/A {r['ratios']['off-again']:.3f} "
               f"per round {rounds['off-again']}")  # fmt: skip
-    return 0 if all(r["ratio"] >= args.goal for r in results.values()) else 1
+    return 0 if all(r["ratio_to_both_off"] >= args.goal for r in results.values()) else 1
 
 
 if __name__ == "__main__":

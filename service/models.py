@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
-from kiln.artifact import FeatureKind, ModelMetadata, Stage
+from kiln.artifact import CheckMode, FeatureKind, ModelMetadata, Stage
 from kiln.checks import InputChecks
 from kiln.errors import ArtifactError, KilnError, ModelNotFound, ModelNotReady
 from kiln.production import current
@@ -37,6 +37,10 @@ log = logging.getLogger("kiln.service")
 class ServedModel:
     runtime: ModelRuntime
     batcher: Batcher
+    # the model's input checks (kiln/checks.py), built once from its kiln.json, and the mode
+    # they run under: the one set for the model in the settings, else its own
+    checks: InputChecks
+    check_mode: CheckMode | Literal["off"]
     # this version's rolling drift window (service/drift.py); None: drift off, or no
     # training reference in its kiln.json
     drift: DriftWindow | None = None
@@ -48,11 +52,6 @@ class ServedModel:
     @property
     def name(self) -> str:
         return self.runtime.name
-
-    @cached_property
-    def checks(self) -> InputChecks:
-        """The model's input checks (kiln/checks.py), built once from its kiln.json."""
-        return InputChecks(self.metadata)
 
     @cached_property
     def features(self) -> list[tuple[str, FeatureKind]]:
@@ -140,11 +139,13 @@ class ModelSet:
     """The models being served, those that failed to load, and the swap of new versions.
 
     ``make_batcher`` builds the batcher a newly opened version answers through (the data
-    plane's, with its metrics).
+    plane's, with its metrics), given the input checks its batches run, if any: under
+    ``accept`` and ``warn`` the checks run once per batch, beside the model (``reject``
+    checks each request before it is queued, and ``off`` nothing).
     """
 
     settings: ServingSettings
-    make_batcher: Callable[[ModelRuntime], Batcher]
+    make_batcher: Callable[[ModelRuntime, InputChecks | None], Batcher]
     metrics: Metrics | None = None
     providers: list[str] = field(default_factory=list)
     models: dict[str, ServedModel] = field(default_factory=dict)
@@ -224,7 +225,10 @@ class ModelSet:
         if previous is not None:  # a hot swap: the new version gets a fresh window
             self.drift.retire(previous.drift)
         window = self.drift.window(runtime.metadata)
-        served = ServedModel(runtime, self.make_batcher(runtime), window)
+        checks = InputChecks(runtime.metadata)
+        mode = self.settings.input_checks_for(runtime.name) or checks.mode
+        in_batch = checks if mode in (CheckMode.accept, CheckMode.warn) else None
+        served = ServedModel(runtime, self.make_batcher(runtime, in_batch), checks, mode, window)
         self.models[runtime.name] = served  # new requests go to the new version from here on
         self.failed.pop(runtime.name, None)  # a model that failed before is ready now
         if self.metrics:

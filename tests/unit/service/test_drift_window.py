@@ -220,7 +220,7 @@ def test_the_monitor_thread_starts_on_the_first_request_and_stops_on_close(
 def test_a_hot_swap_gives_the_new_version_a_fresh_window(meta: ModelMetadata) -> None:
     from service.models import ModelSet
 
-    models = ModelSet(ServingSettings(), make_batcher=lambda runtime: None)  # type: ignore[arg-type,return-value]
+    models = ModelSet(ServingSettings(), make_batcher=lambda runtime, checks: None)  # type: ignore[arg-type,return-value]
     old = models.serve(SimpleNamespace(name="churn", version="v1", metadata=meta))  # type: ignore[arg-type]
     assert old.drift is not None and models.drift.windows == [old.drift]
     old.sample_drift(*_request(meta, 10, np.random.default_rng(8)), 10)
