@@ -19,6 +19,16 @@ it reads. A document of a newer version is refused with a message, never half-re
   the model's default input-check mode. A document without it (schemas 1 and 2) still loads:
   its inputs are checked against the training min/max and categories only, and no drift is
   computed for it. A version-2 document that carries ``reference`` is refused.
+- 4: adds ``features[].label``: what a reader calls the feature (the spec's ``label``, or the
+  import's); without it a report makes the column name readable. A version-3 document whose
+  features carry a label is refused.
+
+``holdout.json`` is versioned on its own (``HOLDOUT_SCHEMA_VERSION``), with the same rule:
+
+- 1: holdout predictions, scores and permutation importance.
+- 2: adds ``evidence``: for the features the answers depend on most, the outcome observed in
+  the training rows by value band or category (training/evidence.py). A version-1 document
+  loads with ``evidence`` None; one that carries it is refused.
 """
 
 from __future__ import annotations
@@ -46,7 +56,9 @@ __all__ = [
     "CheckMode",
     "DataFile",
     "Evaluation",
+    "EvidenceBand",
     "Feature",
+    "FeatureEvidence",
     "FeatureImportance",
     "FeatureKind",
     "FeatureReference",
@@ -70,17 +82,24 @@ __all__ = [
     "write_metadata",
 ]
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3)
-# Fields a document may carry only from the schema version given (top level, or "a.b").
-_SINCE: dict[str, int] = {"origin": 2, "evaluation.measured": 2, "reference": 3}
+SCHEMA_VERSION = 4
+READABLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4)
+# Fields a document may carry only from the schema version given (top level, or "a.b": a
+# field of the object ``a``, or of every item of the list ``a``).
+_SINCE: dict[str, int] = {
+    "origin": 2,
+    "evaluation.measured": 2,
+    "reference": 3,
+    "features.label": 4,
+}
 METADATA_FILE = "kiln.json"
 MODEL_FILE = "model.onnx"
 # holdout.json: predictions on the holdout and feature importance, for reports (versioned on
 # its own; models registered before it existed have none). Serving never reads it.
 HOLDOUT_FILE = "holdout.json"
-HOLDOUT_SCHEMA_VERSION = 1
-HOLDOUT_READABLE_VERSIONS: tuple[int, ...] = (1,)
+HOLDOUT_SCHEMA_VERSION = 2
+HOLDOUT_READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+_HOLDOUT_SINCE: dict[str, int] = {"evidence": 2}
 
 Label = str | int | float | bool
 
@@ -119,6 +138,11 @@ class Feature(_Doc):
     input: str = Field(description="Name of the ONNX input tensor that takes this feature.")
     categories: list[str] | None = Field(
         default=None, description="Categories seen in training (categorical features only)."
+    )
+    label: str | None = Field(
+        default=None,
+        description="What a reader calls it (the spec's or the import's `label`); None: the "
+        "column name made readable (schema 4).",
     )
 
 
@@ -350,6 +374,41 @@ class FeatureImportance(_Doc):
     std: float
 
 
+class EvidenceBand(_Doc):
+    """One value band (numbers) or category group of a feature, and the outcome in it."""
+
+    label: str = Field(description='As a reader sees it: "under 6", "6 to 24", "missing".')
+    low: float | None = Field(
+        default=None, description="Numbers: the band holds low <= value < high (None: open)."
+    )
+    high: float | None = Field(
+        default=None, description="Numbers: the band's upper edge, excluded (None: open)."
+    )
+    categories: list[str] | None = Field(
+        default=None, description="Categories: the values in the band (None: every other one)."
+    )
+    missing: bool = Field(default=False, description="The band of the missing values.")
+    rows: int = Field(description="Training rows in the band.")
+    shares: list[float] | None = Field(
+        default=None, description="Classification: share of each class, in `classes` order."
+    )
+    mean: float | None = Field(default=None, description="Regression: mean target.")
+
+
+class FeatureEvidence(_Doc):
+    """What the training data says about one feature: the outcome by band (schema 2)."""
+
+    feature: str = Field(description="Raw feature (column), as in the data file.")
+    kind: FeatureKind
+    importance: float | None = Field(
+        default=None,
+        description="The permutation importance it was chosen by; None: no "
+        "importance was measured and it is one of the first features.",
+    )
+    rows: int = Field(description="Rows the bands were measured on.")
+    bands: list[EvidenceBand]
+
+
 class Holdout(_Doc):
     """Predictions on the holdout and permutation feature importance, kept for reports.
 
@@ -377,6 +436,11 @@ class Holdout(_Doc):
     importance_scoring: str | None = None
     importance_rows: int = 0
     importance_repeats: int = 0
+    evidence: list[FeatureEvidence] | None = Field(
+        default=None,
+        description="The outcome in the training rows by band of the features the answers "
+        "depend on most (schema 2; None before, or when there were no labels).",
+    )
 
 
 def file_sha256(path: Path) -> str:
@@ -393,10 +457,12 @@ def write_metadata(meta: ModelMetadata, directory: Path) -> Path:
     for field, since in _SINCE.items():
         if meta.schema_version < since:
             head, _, rest = field.partition(".")
-            if rest:
-                exclude.setdefault(head, {})[rest] = True
-            else:
+            if not rest:
                 exclude[head] = True
+            elif isinstance(getattr(meta, head), list):
+                exclude.setdefault(head, {}).setdefault("__all__", {})[rest] = True
+            else:
+                exclude.setdefault(head, {})[rest] = True
     path = directory / METADATA_FILE
     text = meta.model_dump_json(indent=2, exclude=exclude or None)
     path.write_text(text + "\n", encoding="utf-8")
@@ -429,13 +495,18 @@ def _read_versioned(
     return raw, version
 
 
-def _too_new(raw: dict[str, Any], version: int) -> list[str]:
+def _too_new(raw: dict[str, Any], version: int, since_table: dict[str, int] = _SINCE) -> list[str]:
     """The fields of ``raw`` that its schema ``version`` does not have yet."""
     found = []
-    for field, since in _SINCE.items():
+    for field, since in since_table.items():
         head, _, rest = field.partition(".")
         value = raw.get(head)
-        present = isinstance(value, dict) and rest in value if rest else head in raw
+        if not rest:
+            present = head in raw
+        elif isinstance(value, list):
+            present = any(isinstance(item, dict) and rest in item for item in value)
+        else:
+            present = isinstance(value, dict) and rest in value
         if present and version < since:
             found.append(f"{field} (schema {since})")
     return found
@@ -466,8 +537,10 @@ def read_metadata(directory: Path, tag: str | None = None) -> ModelMetadata:
 
 
 def write_holdout(doc: Holdout, directory: Path) -> Path:
+    """Write ``holdout.json``: the fields of ``doc.schema_version``, none of a later schema."""
+    later = {field for field, since in _HOLDOUT_SINCE.items() if doc.schema_version < since}
     path = directory / HOLDOUT_FILE
-    path.write_text(doc.model_dump_json() + "\n", encoding="utf-8")
+    path.write_text(doc.model_dump_json(exclude=later or None) + "\n", encoding="utf-8")
     return path
 
 
@@ -480,6 +553,13 @@ def read_holdout(directory: Path, tag: str | None = None) -> Holdout | None:
         )
     except FileNotFoundError:
         return None
+    newer = _too_new(raw, version, _HOLDOUT_SINCE)
+    if newer:
+        raise ArtifactError(
+            tag,
+            f"{HOLDOUT_FILE} does not match schema {version}: it holds fields of a later "
+            f"schema: {', '.join(newer)}",
+        )
     try:
         return Holdout.model_validate(raw)
     except ValidationError as exc:
