@@ -28,6 +28,7 @@ def save_model(
     y: Any = None,
     gate: str | Sequence[str] | None = None,
     features: str | Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> StoredModel:
     """Verify a fitted scikit-learn model as ONNX and register it as ``name``, from a notebook.
 
@@ -40,9 +41,10 @@ def save_model(
     optional: with them the model is evaluated (metrics, baseline, ``gate`` rules such as
     ``"accuracy >= 0.9"``); without, only parity is checked and no quality is measured.
     ``features``: kinds that override the ones read from the sample's dtypes
-    (``"name=kind,..."`` or a mapping). The same chain as ``kiln import``
-    (training/importer.py); returns the stored version. Nothing is unpickled: the object is
-    used as it is.
+    (``"name=kind,..."`` or a mapping). ``labels``: what reports call the features
+    (``{"bill_length_mm": "bill length"}``; default: the column name made readable). The same
+    chain as ``kiln import`` (training/importer.py); returns the stored version. Nothing is
+    unpickled: the object is used as it is.
     """
     if isinstance(model, str | os.PathLike):
         from kiln.errors import DataError
@@ -61,6 +63,7 @@ def save_model(
         y=y,
         gate=gate,
         features=features,
+        feature_labels=labels,
         on_step=log.info,
         on_note=log.warning,
     )

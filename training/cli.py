@@ -193,6 +193,10 @@ def import_(
         str | None,
         typer.Option("--features", help="Kinds that override the inferred: name=kind,..."),
     ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="What reports call a feature: column=text. Repeatable."),
+    ] = None,
     trust: Annotated[
         list[str] | None,
         typer.Option("--trust", help="A type a .skops file may hold (reviewed). Repeatable."),
@@ -213,6 +217,7 @@ def import_(
             target=target,
             gate=gate,
             features=features,
+            feature_labels=label,
             trust=trust or (),
             settings=settings,
             on_step=step,

@@ -47,6 +47,7 @@ from training.contract import (
     text_columns,
 )
 from training.evaluate import check_gate, evaluate
+from training.evidence import evidence
 from training.export import export_model, final_estimator, verify
 from training.holdout import holdout_document
 from training.register import Check, register
@@ -218,6 +219,33 @@ def _native(values: Any) -> list[Any]:
     return [v.item() if hasattr(v, "item") else v for v in values]
 
 
+def parse_labels(
+    given: Mapping[str, str] | Sequence[str] | None, contract: Contract
+) -> dict[str, str]:
+    """Feature labels for reports: a mapping, or ``col=text`` items (``--label``), each
+    naming one of the model's features."""
+    if not given:
+        return {}
+    pairs: list[tuple[str, str]] = []
+    if isinstance(given, Mapping):
+        pairs = [(str(k), str(v)) for k, v in given.items()]
+    else:
+        for item in given:
+            column, sep, text = item.partition("=")
+            if not sep or not column.strip() or not text.strip():
+                raise DataError(f"--label: {item!r} is not of the form column=text")
+            pairs.append((column.strip(), text))
+    names = [n for n, _ in contract.features]
+    labels: dict[str, str] = {}
+    for column, text in pairs:
+        if column not in names:
+            raise DataError(f"--label: {column!r} is not a feature (features: {', '.join(names)})")
+        if not text.strip():
+            raise DataError(f"--label: the label of {column!r} is empty")
+        labels[column] = text.strip()
+    return labels
+
+
 def _measured(
     view: SourceView,
     task: Task,
@@ -266,6 +294,7 @@ def import_model(
     y: Any = None,
     gate: Sequence[str] | str | None = None,
     features: str | Mapping[str, Any] | None = None,
+    feature_labels: Mapping[str, str] | Sequence[str] | None = None,
     trust: Sequence[str] = (),
     settings: TrainingSettings | None = None,
     on_step: Step = _quiet,
@@ -281,7 +310,8 @@ def import_model(
     Parquet file, or a DataFrame (default: an MLflow model's input example). Labels:
     ``target`` (a column of the sample) or ``y``; without them only parity is verified.
     ``gate``: rules such as ``"accuracy >= 0.9"``; ``features``: kinds that override the
-    inferred ones (``"name=kind,..."`` or a mapping); ``trust``: types a ``.skops`` file may
+    inferred ones (``"name=kind,..."`` or a mapping); ``feature_labels``: what reports call
+    features (a mapping, or ``"column=text"`` items); ``trust``: types a ``.skops`` file may
     hold beyond skops' defaults.
 
     The source estimator is kept beside the store (training/keep.py) for `kiln retrain NAME`,
@@ -319,6 +349,7 @@ def import_model(
     )
     for note in contract.notes():
         on_note(note)
+    named = parse_labels(feature_labels, contract)
     X = as_served(X_raw, contract)
     if labels is not None:
         labels = checked_labels(loaded.model, labels, task, f"labels ({target_name})")
@@ -347,6 +378,9 @@ def import_model(
 
     if labels is not None:
         evaluation, checked, holdout = _measured(view, task, X, labels, rules, on_step)
+        # the sample stands in for the training rows, which Kiln never saw
+        found = evidence(X, labels, contract.features, task, holdout.classes, holdout.importance)
+        holdout = holdout.model_copy(update={"evidence": found})
     else:
         on_note("no labels: parity only, no quality measured (give --target COLUMN, or y=)")
         evaluation = Evaluation(
@@ -377,7 +411,12 @@ def import_model(
     categories = _categories(loaded.model, contract)
     registered_features = [
         Feature(
-            name=n, kind=k, dtype=k.dtype, input=exported.inputs[n], categories=categories.get(n)
+            name=n,
+            kind=k,
+            dtype=k.dtype,
+            input=exported.inputs[n],
+            categories=categories.get(n),
+            label=named.get(n),
         )
         for n, k in contract.features
     ]

@@ -220,6 +220,7 @@ def _refit(
         target=target,
         gate=[f"{c.metric} {c.op} {c.threshold!r}" for c in checks],
         features={n: k.value for n, k in contract.features},
+        feature_labels={f.name: f.label for f in champion.metadata.features if f.label},
         settings=settings.model_copy(update={"reports_dir": None}),  # written once it stays
         on_step=on_step,
         data=files,

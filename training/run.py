@@ -22,6 +22,7 @@ from kiln.store import StoredModel
 from training.data import Dataset, load_dataset, resolve_paths
 from training.estimators import ESTIMATORS, score_kind
 from training.evaluate import check_gate, evaluate
+from training.evidence import evidence
 from training.export import export_onnx, verify
 from training.holdout import holdout_document
 from training.pipeline import build_pipeline, categories_seen, estimator_params
@@ -153,6 +154,18 @@ def train(
             parts.y_test,
             seed=spec.evaluation.seed,
         )
+        holdout = holdout.model_copy(
+            update={
+                "evidence": evidence(
+                    parts.X_train,
+                    parts.y_train,
+                    dataset.features,
+                    spec.task,
+                    holdout.classes,
+                    holdout.importance,
+                )
+            }
+        )
 
         on_step("Exporting to ONNX")
         kind = score_kind(ESTIMATORS[spec.estimator.type], spec.estimator.probabilities)
@@ -176,7 +189,12 @@ def train(
     categories = categories_seen(pipeline)
     features = [
         Feature(
-            name=n, kind=k, dtype=k.dtype, input=exported.inputs[n], categories=categories.get(n)
+            name=n,
+            kind=k,
+            dtype=k.dtype,
+            input=exported.inputs[n],
+            categories=categories.get(n),
+            label=spec.labels.get(n),
         )
         for n, k in dataset.features
     ]

@@ -278,8 +278,14 @@ class Spec(_Spec):
     data: DataSpec = Field(default_factory=DataSpec)
     target: str
     features: dict[str, FeatureKind] = Field(
-        description="Column name -> numeric | categorical | text. The key `*` gives a kind to "
-        "every other column (except the target and `drop`)."
+        description="Column name -> numeric | categorical | text, or `{kind: ..., label: "
+        "...}` to name it for reports. The key `*` gives a kind to every other column "
+        "(except the target and `drop`)."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column name -> what a report calls it (from `features`' `label`; "
+        "default: the column name made readable).",
     )
     drop: list[str] = Field(default_factory=list, description="Columns never used.")
     estimator: EstimatorSpec
@@ -308,6 +314,35 @@ class Spec(_Spec):
         if isinstance(value, list):
             return [GateRule.parse(v) if isinstance(v, str) else v for v in value]
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _feature_labels(cls, raw: Any) -> Any:
+        """``features: {col: {kind: ..., label: ...}}``: the kind stays, the label moves to
+        ``labels`` (so every reader of ``features`` still sees a kind)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("features"), dict):
+            return raw
+        kinds: dict[str, Any] = {}
+        labels = dict(raw.get("labels") or {})
+        for column, given in raw["features"].items():
+            if not isinstance(given, dict):
+                kinds[column] = given
+                continue
+            unknown = sorted(set(given) - {"kind", "label"})
+            if unknown or "kind" not in given:
+                raise ValueError(
+                    f"features.{column}: give a kind, or {{kind: ..., label: ...}}"
+                    + (f" (unknown: {', '.join(map(str, unknown))})" if unknown else "")
+                )
+            label = given.get("label")
+            if label is not None and (not isinstance(label, str) or not label.strip()):
+                raise ValueError(f"features.{column}.label: a non-empty text")
+            if label is not None and column == "*":
+                raise ValueError("features.*: a label names one column, not every other one")
+            kinds[column] = given["kind"]
+            if label is not None:
+                labels[column] = label.strip()
+        return {**raw, "features": kinds, "labels": labels}
 
     @field_validator("features")
     @classmethod
@@ -351,6 +386,8 @@ def _cross_field_problems(spec: Spec) -> list[tuple[str, str]]:
         )
     if spec.target in spec.features:
         problems.append((f"features.{spec.target}", "the target cannot also be a feature"))
+    for column in sorted(set(spec.labels) - set(spec.features)):
+        problems.append((f"labels.{column}", "a label for a column that is not a named feature"))
     for column in sorted(set(spec.drop) & set(spec.features)):
         problems.append(("drop", f"{column!r} is both dropped and a feature"))
     known = metrics_for(spec.task)
