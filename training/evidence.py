@@ -10,11 +10,12 @@ matter at all), else the first features of the data; text features are never ban
 feature whose values fall into a single band is passed over for the next one.
 
 Bands are made to be read: each holds at least ``max(MIN_ROWS, MIN_SHARE of the rows)``
-cases, there are at most ``MAX_BANDS``. Numbers: quantile bands with edges rounded to a
-readable step, then the smallest band merged into its smaller neighbour until every band is
-big enough; a number with few distinct values gets one band per value first. Categories: the
-most common, each big enough, the rest together as "other". Missing values are a band of
-their own when there are enough of them (else they are left out of every band).
+cases, there are at most ``MAX_BANDS``. Numbers: as many quantile bands as can each hold that
+many, edges rounded to a readable step, then the smallest band merged into its smaller
+neighbour until every band is big enough; a number with few distinct values gets one band
+per value first. Categories: the most common, each big enough, the rest together as "other".
+Missing values are a band of their own when there are enough of them (else they are left out
+of every band).
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def numeric_bands(values: pd.Series, need: int) -> list[tuple[float | None, floa
         candidates = [float(v) for v in distinct[1:]]
     else:
         step = _step(present)
-        quantiles = np.quantile(present, np.linspace(0, 1, MAX_BANDS + 1)[1:-1])
+        bands = min(MAX_BANDS, len(present) // need)  # as many as can each hold enough
+        quantiles = np.quantile(present, np.linspace(0, 1, bands + 1)[1:-1])
         candidates = sorted({_rounded(float(q), step) for q in quantiles})
     edges = [e for e in candidates if present.min() < e <= present.max()]
     edges = _merge_small(edges, present, need)
