@@ -696,20 +696,25 @@ def report(
         typer.Option(
             "--out",
             "-o",
-            help="Directory to write report.html into (default: <reports dir>/<name>-<version>, "
-            "the reports dir from KILN_TRAIN_REPORTS_DIR, default reports).",
+            help="Directory to write report.html and technical.html into (default: "
+            "<reports dir>/<name>-<version>, the reports dir from KILN_TRAIN_REPORTS_DIR, "
+            "default reports).",
             show_default=False,
         ),
     ] = None,
     pdf: Annotated[
-        bool, typer.Option("--pdf", help="Also print it to report.pdf (needs Chromium).")
+        bool,
+        typer.Option(
+            "--pdf", help="Also print both to report.pdf and technical.pdf (needs Chromium)."
+        ),
     ] = False,
 ) -> None:
-    """Write a model's client report: one self-contained HTML page (and a PDF with --pdf).
+    """Write a model's report: the client's (report.html) and the data team's technical
+    document (technical.html), self-contained HTML pages (and PDFs with --pdf).
 
     NAME reports on the production version; NAME:VERSION on that one (warned if rejected)."""
     from kiln.resolve import resolve
-    from training.report import write_pdf, write_report
+    from training.report import write_report
     from training.settings import TrainingSettings
 
     with _errors():
@@ -718,10 +723,15 @@ def report(
         directory = out_dir or (
             (TrainingSettings().reports_dir or Path("reports")) / f"{meta.name}-{meta.version}"
         )
-        html_path = write_report(stored, directory)
-        out.print(f"report for {meta.tag}: {html_path}", highlight=False, soft_wrap=True)
-        if pdf:
-            out.print(f"pdf: {write_pdf(html_path)}", highlight=False, soft_wrap=True)
+        written = write_report(stored, directory, pdf=pdf)
+        out.print(f"report for {meta.tag}: {written.client}", highlight=False, soft_wrap=True)
+        out.print(f"technical: {written.technical}", highlight=False, soft_wrap=True)
+        if written.client_pdf and written.technical_pdf:
+            out.print(
+                f"pdf: {written.client_pdf}, {written.technical_pdf}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def _drift_table(drift: Any, limit: int | None = None) -> Table:
@@ -784,7 +794,7 @@ def drift(
         if report_dir is not None:
             from training.report import write_report
 
-            html_path = write_report(stored, report_dir, drift=result)
+            html_path = write_report(stored, report_dir, drift=result).client
     if as_json:
         body = result.as_dict()
         body["report"] = str(html_path) if html_path else None

@@ -242,7 +242,8 @@ def train(
 
 
 def write_training_report(stored: StoredModel, reports_dir: Path) -> Path | None:
-    """Write ``<reports_dir>/<name>-<version>/report.html`` and print its path on stderr.
+    """Write ``<reports_dir>/<name>-<version>/report.html`` (the client's) and
+    ``technical.html`` beside it, print their paths on stderr, return the client's.
 
     The model is registered by then, so a report that fails is reported, not raised: the
     run still succeeds, and ``kiln report`` can write it again from the store.
@@ -251,9 +252,9 @@ def write_training_report(stored: StoredModel, reports_dir: Path) -> Path | None
     try:
         from training.report import write_report
 
-        path = write_report(stored, reports_dir / f"{meta.name}-{meta.version}")
+        written = write_report(stored, reports_dir / f"{meta.name}-{meta.version}")
     except Exception as exc:
         print(f"{meta.name}: no report written: {exc}", file=sys.stderr)
         return None
-    print(f"{meta.name}: report {path}", file=sys.stderr)
-    return path
+    print(f"{meta.name}: report {written.client} (technical: {written.technical})", file=sys.stderr)
+    return written.client

@@ -1,0 +1,473 @@
+"""What the client's document says, as records for its template (templates/client.html.j2).
+
+Built from the store alone (:class:`Sources`): the version's metadata, its holdout document
+(absent for models registered before it existed: the charts that need it become a sentence),
+the previous version's metadata and, after ``kiln retrain``, its decision. The document has
+four sections in this order: in plain words (with how sure we are), what the data says, how
+well it works, compared with the previous version; no metric names, no JSON, no appendix:
+those are the technical document's (training/report/technical.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kiln.artifact import Holdout, ModelMetadata, Task
+from training.report import charts
+from training.report.blocks import Block, Figure, Note, Sentence, Table, figure
+from training.report.files import TECHNICAL_HTML
+from training.report.sentences import (
+    accuracy_sentence,
+    data_sentence,
+    drivers_sentence,
+    error_sentence,
+    files_sentence,
+    majority_class,
+    missing_sentence,
+    mistakes_sentence,
+    number,
+    per_class_counts,
+    precision_sentence,
+    purpose_sentence,
+    quoted,
+    recall_sentence,
+    spread_sentence,
+)
+from training.report.words import feature_label
+
+if TYPE_CHECKING:
+    from kiln.production import Decision
+    from training.drift import DriftResult
+    from training.report.changes import Changes
+
+__all__ = [
+    "NO_HOLDOUT",
+    "NO_QUALITY",
+    "ClientDocument",
+    "Finding",
+    "Header",
+    "Sources",
+    "client_document",
+    "summary",
+]
+
+NO_HOLDOUT = (
+    "This version was registered before Kiln kept its test predictions, so the charts that "
+    "need them (and what drives its answers) are not shown; retrain it to get them."
+)
+NO_QUALITY = (
+    "No quality was measured: this model was imported without labels, so Kiln checked only "
+    "that its ONNX version answers like the imported model on every sample case, not how often "
+    "those answers are right. Import it again with labels (--target) to measure it."
+)
+STAGE_WORDS = {
+    "candidate": "passed its quality checks",
+    "rejected": "did not pass its quality checks: kept for inspection, never used",
+}
+# What the importance chart's axis calls each scoring, in words (never the metric's name).
+IMPORTANCE_WORDS = {
+    "roc_auc": "how well it tells the answers apart",
+    "accuracy": "right answers",
+    "r2": "how much of the differences it explains",
+}
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Everything a report is made from; ``drift`` only with ``kiln drift --report``."""
+
+    meta: ModelMetadata
+    holdout: Holdout | None
+    previous: ModelMetadata | None = None
+    decision: Decision | None = None
+    drift: DriftResult | None = None
+
+
+@dataclass(frozen=True)
+class Header:
+    """The top of both documents."""
+
+    name: str
+    description: str
+    version: str
+    tag: str
+    trained: str
+    stage: str
+    generated: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One feature of "What the data says": its sentence and its chart."""
+
+    feature: str
+    sentence: str
+    figure: Figure | None = None
+
+
+@dataclass(frozen=True)
+class ClientDocument(Header):
+    summary: Sequence[Sentence]
+    sure: Sequence[Sentence]
+    learned: Sequence[Sentence]
+    summary_notes: Sequence[Block]
+    performance: Sequence[Block]
+    comparison: Sequence[Block]
+    evidence: Sequence[Finding] = ()
+    evidence_lead: Sequence[Block] = ()
+    changes: Changes | None = None
+    technical_href: str = TECHNICAL_HTML
+
+
+def header(meta: ModelMetadata, generated: datetime) -> Header:
+    return Header(
+        name=meta.name,
+        description=str(meta.provenance.spec.get("description") or "").strip(),
+        version=meta.version,
+        tag=meta.tag,
+        trained=f"{meta.provenance.created_at:%d %B %Y, %H:%M} UTC",
+        stage=STAGE_WORDS.get(meta.stage.value, f"stage {meta.stage.value}"),
+        generated=f"{generated:%d %B %Y, %H:%M} UTC",
+    )
+
+
+def missing_words(meta: ModelMetadata) -> str:
+    """Why there are no test predictions: no labels (an import), or an older registration."""
+    return NO_HOLDOUT if meta.quality_measured else NO_QUALITY
+
+
+def summary(meta: ModelMetadata, holdout: Holdout | None) -> list[Sentence]:
+    """The plain-language sentences of the first section."""
+    ev = meta.evaluation
+    found = [Sentence("purpose", purpose_sentence(meta.task.value, meta.target, meta.classes))]
+    if meta.task is Task.classification and meta.classes and ev.confusion_matrix:
+        classes, matrix = meta.classes, ev.confusion_matrix
+        counts = (holdout.train_class_counts if holdout else None) or per_class_counts(matrix)
+        accuracy, base = ev.metrics.get("accuracy"), ev.baseline.get("accuracy")
+        if accuracy is not None and base is not None:
+            majority = majority_class(classes, counts)
+            found.append(Sentence("accuracy", accuracy_sentence(accuracy, base, majority)))
+        positive = ev.positive_class
+        if len(classes) == 2 and positive is not None:
+            if (precision := ev.metrics.get("precision")) is not None:
+                found.append(Sentence("precision", precision_sentence(precision, positive)))
+            if (recall := ev.metrics.get("recall")) is not None:
+                found.append(Sentence("recall", recall_sentence(recall, positive)))
+        found.append(
+            Sentence("mistakes", mistakes_sentence(matrix, classes, positive, meta.imported))
+        )
+    elif meta.task is Task.regression:
+        mae, base_mae = ev.metrics.get("mae"), ev.baseline.get("mae")
+        if mae is not None and base_mae is not None:
+            found.append(Sentence("error", error_sentence(mae, base_mae)))
+        if holdout is not None:
+            errors = np.abs(np.asarray(holdout.y_true, float) - np.asarray(holdout.y_pred, float))
+            median, p90 = np.quantile(errors, [0.5, 0.9])
+            found.append(Sentence("spread", spread_sentence(float(median), float(p90))))
+    if holdout is not None and holdout.importance:
+        ranked = [(feature_label(meta, f.feature), f.mean) for f in holdout.importance]
+        found.append(Sentence("drivers", drivers_sentence(ranked)))
+    return found
+
+
+def evidence(meta: ModelMetadata, holdout: Holdout | None) -> list[Finding]:
+    """What the data says: for each feature of the holdout document's ``evidence`` (the ones
+    the answers depend on most), its sentence and the outcome by band as a chart."""
+    if holdout is None or not holdout.evidence:
+        return []
+    regression = meta.task is Task.regression
+    found = []
+    for item in holdout.evidence:
+        label = feature_label(meta, item.feature)
+        chart = charts.evidence_chart(
+            label,
+            item.bands,
+            None if regression else meta.classes,
+            f"average {meta.target}" if regression else None,
+            meta.evaluation.positive_class,
+        )
+        caption = (
+            f"The {'average ' + meta.target if regression else 'answers'} among the "
+            f"{item.rows:,} training cases, by {label}; under each bar, how many cases it "
+            "holds. What goes together in the data, not what causes what."
+        )
+        # TODO(W): the sentence of each feature (sentences.data_says) once it lands.
+        sentence = f"How {meta.target} varies with {label} in the training data."
+        found.append(
+            Finding(
+                item.feature, sentence, figure(f"evidence-{item.feature}", chart, label, caption)
+            )
+        )
+    return found
+
+
+def _sure(meta: ModelMetadata) -> list[Sentence]:
+    """How sure we are: how many cases the figures above rest on.
+
+    TODO(W): each headline rate with its 95% interval and a warning for a small test set
+    (training/report/words.py) goes here once it lands.
+    """
+    ev = meta.evaluation
+    if meta.imported:  # fitted elsewhere: the data it learned from is not known
+        tested = f", and tested on {ev.holdout_rows:,} of them" if meta.quality_measured else ""
+        return [
+            Sentence(
+                "data",
+                f"It was fitted outside Kiln and imported; Kiln checked it on "
+                f"{meta.verification.rows:,} sample cases{tested}.",
+            )
+        ]
+    return [Sentence("data", data_sentence(ev.train_rows, ev.holdout_rows))]
+
+
+def _learned(meta: ModelMetadata) -> list[Sentence]:
+    modified = [d.modified for d in meta.data if d.modified is not None]
+    missing = {name: (s.missing, s.count) for name, s in meta.feature_stats.items()}
+    found = (
+        []
+        if meta.imported
+        else [Sentence("files", files_sentence([d.source for d in meta.data], modified))]
+    )
+    data = "sample" if meta.imported else "training data"
+    found.append(Sentence("missing", missing_sentence(missing, data)))
+    return found
+
+
+def _classification_charts(meta: ModelMetadata, holdout: Holdout | None) -> list[Block]:
+    ev = meta.evaluation
+    assert meta.classes is not None and ev.confusion_matrix is not None
+    classes, positive = meta.classes, ev.positive_class
+    blocks: list[Block] = [
+        figure(
+            "confusion",
+            charts.confusion_chart(ev.confusion_matrix, classes, positive),
+            "Right and wrong answers",
+            "Each row is the true answer, each column what the model said, in numbers of test "
+            "cases; the diagonal holds its right answers, every other square a kind of mistake.",
+        ),
+    ]
+    if holdout is None or holdout.scores is None:
+        return blocks
+    scores = np.asarray(holdout.scores, dtype=float)
+    if len(classes) == 2:
+        blocks += [
+            figure(
+                "roc",
+                charts.roc_chart(holdout.y_true, scores, classes, positive),
+                "Finding cases vs raising false alarms",
+                "Moving along the curve trades more cases found for more false alarms. The "
+                "closer it hugs the top left corner, the better; the dashed line is guessing.",
+            ),
+            figure(
+                "precision-recall",
+                charts.precision_recall_chart(holdout.y_true, scores, classes, positive),
+                "Catching more vs being right",
+                "How often the model is right when it flags a case, for each share of cases it "
+                "catches. Higher is better; the dashed line is how common the answer is.",
+            ),
+        ]
+    else:  # several classes: bars per answer; one curve per class would lie on the others
+        blocks.append(
+            figure(
+                "class-rates",
+                charts.class_rates_chart(ev.confusion_matrix, classes),
+                "How well it does on each answer",
+                "For each answer: the share of its test cases the model found, and how often "
+                "it was right when it gave that answer; each bar says how many cases it rests on.",
+            )
+        )
+    if holdout.score_kind != "probabilities":
+        blocks.append(Note("This model gives scores, not chances: no chart of its chances."))
+    elif not charts.show_calibration(holdout.rows):
+        blocks.append(
+            Note(
+                f"Whether its chances can be taken at face value is not shown: that needs at "
+                f"least {charts.CALIBRATION_MIN_CASES:,} test cases, and there are "
+                f"{holdout.rows:,}; fewer make the chart zigzag with chance alone."
+            )
+        )
+    else:
+        blocks.append(
+            figure(
+                "calibration",
+                charts.calibration_chart(holdout.y_true, scores, classes, positive),
+                "Can its percentages be taken at face value?",
+                "Cases are grouped by the chance the model gave them; each dot shows how often "
+                "the answer really was that (bigger dots: more cases). On the dashed line, "
+                "'70%' means it happens 7 times in 10.",
+            )
+        )
+    return blocks
+
+
+def per_class_table(
+    classes: Sequence[Any],
+    matrix: Sequence[Sequence[int]],
+    train_counts: Sequence[int] | None = None,
+) -> Table:
+    """Per answer: training and test cases, how many it found, how often it is right when it
+    says it (the technical document's; the client's has the chart of the same counts)."""
+    rows: list[Sequence[str]] = []
+    for i, c in enumerate(classes):
+        true_cases = sum(matrix[i])
+        said = sum(row[i] for row in matrix)
+        right = matrix[i][i]
+        found = f"{right} of {true_cases}" + (f" ({right / true_cases:.0%})" if true_cases else "")
+        precise = f"{right} of {said}" + (f" ({right / said:.0%})" if said else "")
+        trained = f"{train_counts[i]:,}" if train_counts else "—"
+        rows.append([quoted(c), trained, f"{true_cases:,}", found, precise])
+    return Table(
+        [
+            "answer",
+            "training cases",
+            "test cases",
+            "found by the model",
+            "right when it gives this answer",
+        ],
+        rows,
+        "per-class",
+    )
+
+
+def _regression_charts(meta: ModelMetadata, holdout: Holdout) -> list[Block]:
+    y_true = [float(v) for v in holdout.y_true]
+    y_pred = [float(v) for v in holdout.y_pred]
+    return [
+        figure(
+            "estimates",
+            charts.predicted_vs_actual_chart(y_true, y_pred, meta.target),
+            "Estimates against the true values",
+            "Each dot is one test case; on the dashed line the estimate is exact.",
+        ),
+        figure(
+            "errors",
+            charts.error_sizes_chart(y_true, y_pred, meta.target),
+            "How far off its estimates are",
+            f"How many test cases are off by how much, in {meta.target}; the lines mark "
+            "where half and nine in ten of the cases lie.",
+        ),
+    ]
+
+
+def importance_figure(meta: ModelMetadata, holdout: Holdout) -> Figure | None:
+    if not holdout.importance:
+        return None
+    scoring = holdout.importance_scoring or ""
+    words = IMPORTANCE_WORDS.get(scoring, "its score")
+    ranked = [(feature_label(meta, f.feature), f.mean, f.std) for f in holdout.importance]
+    return figure(
+        "importance",
+        charts.importance_chart(ranked, words),
+        "What its answers depend on",
+        f"Each feature is shuffled across {holdout.importance_rows:,} test cases, one at a "
+        f"time, {holdout.importance_repeats} times, and the loss in {words} is measured (the "
+        "whiskers show how much it varied). A long bar means the model leans on that feature; "
+        "it says nothing about cause.",
+    )
+
+
+def performance(meta: ModelMetadata, holdout: Holdout | None) -> list[Block]:
+    blocks: list[Block] = []
+    ev = meta.evaluation
+    if meta.task is Task.classification and meta.classes and ev.confusion_matrix:
+        blocks += _classification_charts(meta, holdout)
+    elif meta.task is Task.regression and holdout is not None:
+        blocks += _regression_charts(meta, holdout)
+    if holdout is None:
+        blocks.append(Note(missing_words(meta)))
+    elif (chart := importance_figure(meta, holdout)) is not None:
+        blocks.append(chart)
+    return blocks
+
+
+def _plain_measures(meta: ModelMetadata) -> list[tuple[str, str]]:
+    """The measures the client's comparison shows, each with its name in words."""
+    if meta.task is Task.regression:
+        return [("mae", f"average error (in {meta.target})"), ("r2", "share of its spread found")]
+    found = [("accuracy", "right answers")]
+    positive = meta.evaluation.positive_class
+    if meta.classes and len(meta.classes) == 2 and positive is not None:
+        found += [
+            ("precision", f"right when it says {quoted(positive)}"),
+            ("recall", f"{quoted(positive)} cases found"),
+        ]
+    else:
+        found.append(("balanced_accuracy", "right answers, each answer weighted alike"))
+    return found
+
+
+def _plain_value(metric: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    return number(value) if metric == "mae" else f"{value:.0%}"
+
+
+def comparison(
+    meta: ModelMetadata, previous: ModelMetadata | None, decision: Decision | None
+) -> list[Block]:
+    """In words first (TODO(W): the promotion decision in words), then the numbers."""
+    if previous is None:
+        return [Note("There is no earlier version of this model to compare with.")]
+    key = "mae" if meta.task is Task.regression else "accuracy"
+    new, old = meta.evaluation.metrics.get(key), previous.evaluation.metrics.get(key)
+    blocks: list[Block] = []
+    if new is not None and old is not None:
+        if meta.task is Task.regression:
+            words = (
+                f"This version's estimates are off by {number(new)} on average, the previous "
+                f"version's ({previous.version}) by {number(old)}."
+            )
+        else:
+            words = (
+                f"This version is right {new:.0%} of the time on its test cases, the previous "
+                f"version ({previous.version}) {old:.0%}."
+            )
+        blocks.append(Sentence("comparison", words))
+    if decision is not None:
+        verdict = "was put into service" if decision.promoted else "was kept out of service"
+        blocks.append(
+            Sentence("decision", f"This version {verdict}: {'; '.join(decision.reasons)}.")
+        )
+    rows = [
+        [
+            name,
+            _plain_value(m, meta.evaluation.metrics.get(m)),
+            _plain_value(m, previous.evaluation.metrics.get(m)),
+        ]
+        for m, name in _plain_measures(meta)
+    ]
+    blocks.append(
+        Table(
+            [
+                "",
+                f"this version ({meta.version}, {meta.provenance.created_at:%d %b %Y})",
+                f"previous ({previous.version}, {previous.provenance.created_at:%d %b %Y})",
+            ],
+            rows,
+            "numbers",
+        )
+    )
+    blocks.append(Note("Each version is measured on its own test cases."))
+    return blocks
+
+
+def client_document(
+    sources: Sources, generated: datetime, changes: Changes | None = None
+) -> ClientDocument:
+    meta, holdout = sources.meta, sources.holdout
+    return ClientDocument(
+        **vars(header(meta, generated)),
+        summary=summary(meta, holdout),
+        sure=_sure(meta),
+        learned=_learned(meta),
+        summary_notes=[Note(missing_words(meta))] if holdout is None else [],
+        evidence=evidence(meta, holdout),
+        performance=performance(meta, holdout),
+        comparison=comparison(meta, sources.previous, sources.decision),
+        changes=changes,
+    )
