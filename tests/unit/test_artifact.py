@@ -9,14 +9,20 @@ from pathlib import Path
 import pytest
 
 from kiln.artifact import (
+    HOLDOUT_FILE,
+    HOLDOUT_READABLE_VERSIONS,
+    HOLDOUT_SCHEMA_VERSION,
     METADATA_FILE,
     READABLE_VERSIONS,
     SCHEMA_VERSION,
     FeatureKind,
+    Holdout,
     ModelMetadata,
     OriginKind,
     Stage,
+    read_holdout,
     read_metadata,
+    write_holdout,
     write_metadata,
 )
 from kiln.errors import ArtifactError
@@ -173,3 +179,81 @@ def test_metadata_is_immutable(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="frozen"):
         meta.name = "other"  # type: ignore[misc]
     assert isinstance(meta, ModelMetadata)
+
+
+def test_version_4_carries_feature_labels(tmp_path: Path) -> None:
+    meta = read_metadata(_copy(4, tmp_path))
+    labels = {f.name: f.label for f in meta.features if f.label}
+    assert labels == {"tenure_months": "months as a subscriber"}
+    assert all(f.label is None for f in read_metadata(_copy(3, tmp_path)).features)
+
+
+def test_version_3_with_a_feature_label_is_refused(tmp_path: Path) -> None:
+    raw = json.loads((TESTDATA / "metadata-v3.json").read_text())
+    raw["features"][2]["label"] = "data used (GB)"
+    (tmp_path / METADATA_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match=r"later schema: features.label \(schema 4\)"):
+        read_metadata(tmp_path, "churn:abc")
+
+
+def test_version_3_is_written_back_without_feature_labels(tmp_path: Path) -> None:
+    meta = read_metadata(_copy(3, tmp_path))
+    out = tmp_path / "again"
+    out.mkdir()
+    written = json.loads(write_metadata(meta, out).read_text())
+    assert all("label" not in f for f in written["features"]) and "reference" in written
+    assert read_metadata(out) == meta
+
+
+# -- holdout.json ----------------------------------------------------------------------------
+
+
+def _holdout(version: int, tmp_path: Path) -> Path:
+    shutil.copy(TESTDATA / f"holdout-v{version}.json", tmp_path / HOLDOUT_FILE)
+    return tmp_path
+
+
+@pytest.mark.parametrize("version", HOLDOUT_READABLE_VERSIONS)
+def test_every_readable_holdout_version_loads(version: int, tmp_path: Path) -> None:
+    doc = read_holdout(_holdout(version, tmp_path))
+    assert doc is not None and doc.schema_version == version
+    assert doc.rows == len(doc.y_true) == len(doc.y_pred)
+
+
+def test_holdout_version_1_has_no_evidence_and_version_2_has_it(tmp_path: Path) -> None:
+    assert HOLDOUT_SCHEMA_VERSION == 2
+    old = read_holdout(_holdout(1, tmp_path))
+    assert old is not None and old.evidence is None
+    new = read_holdout(_holdout(2, tmp_path))
+    assert new is not None and new.evidence is not None
+    tenure = next(e for e in new.evidence if e.feature == "tenure_months")
+    assert [b.label for b in tenure.bands] == ["under 6", "6 to 23", "24 or more"]
+    assert tenure.bands[0].high == tenure.bands[1].low == 6
+    assert sum(b.rows for b in tenure.bands) == tenure.rows
+
+
+def test_holdout_version_1_with_evidence_is_refused(tmp_path: Path) -> None:
+    raw = json.loads((TESTDATA / "holdout-v1.json").read_text())
+    raw["evidence"] = json.loads((TESTDATA / "holdout-v2.json").read_text())["evidence"]
+    (tmp_path / HOLDOUT_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match=r"later schema: evidence \(schema 2\)"):
+        read_holdout(tmp_path, "churn:abc")
+
+
+@pytest.mark.parametrize("version", HOLDOUT_READABLE_VERSIONS)
+def test_holdout_round_trip_keeps_to_its_version(version: int, tmp_path: Path) -> None:
+    doc = read_holdout(_holdout(version, tmp_path))
+    assert doc is not None
+    out = tmp_path / "again"
+    out.mkdir()
+    written = json.loads(write_holdout(doc, out).read_text())
+    assert ("evidence" in written) is (version >= 2)
+    assert read_holdout(out) == doc
+
+
+def test_a_newer_holdout_is_refused(tmp_path: Path) -> None:
+    raw = Holdout(holdout_rows=1, rows=1, y_true=[1.0], y_pred=[1.0]).model_dump()
+    raw["schema_version"] = HOLDOUT_SCHEMA_VERSION + 1
+    (tmp_path / HOLDOUT_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="newer Kiln"):
+        read_holdout(tmp_path, "diabetes:abc")
