@@ -97,14 +97,16 @@ def build_report(
 ) -> Documents:
     """Both documents of ``stored``, from what the store holds; ``drift``: new data compared
     with its training data (training/drift.py), for the section on it."""
-    from kiln.production import read_decision
+    from kiln.production import current, read_decision
 
     previous = previous_model(stored)
+    record = current(stored.metadata.name)
     return render(
         stored.metadata,
         read_holdout(stored.path, stored.tag),
         previous.metadata if previous else None,
         decision=read_decision(stored),
+        in_service=record is not None and record.version == stored.metadata.version,
         generated=generated,
         drift=drift,
     )

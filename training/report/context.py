@@ -20,25 +20,18 @@ import numpy as np
 from kiln.artifact import Holdout, ModelMetadata, Task
 from training.report import charts
 from training.report.blocks import Block, Figure, Note, Sentence, Table, figure
+from training.report.datawords import data_says, positive_class
 from training.report.files import TECHNICAL_HTML
 from training.report.sentences import (
-    accuracy_sentence,
+    comparison_words,
     data_sentence,
-    drivers_sentence,
-    error_sentence,
     files_sentence,
-    majority_class,
     missing_sentence,
-    mistakes_sentence,
     number,
-    per_class_counts,
-    precision_sentence,
-    purpose_sentence,
+    plain_words,
     quoted,
-    recall_sentence,
-    spread_sentence,
 )
-from training.report.words import feature_label
+from training.report.words import feature_label, readable_name
 
 if TYPE_CHECKING:
     from kiln.production import Decision
@@ -86,6 +79,7 @@ class Sources:
     previous: ModelMetadata | None = None
     decision: Decision | None = None
     drift: DriftResult | None = None
+    in_service: bool | None = None  # whether the production record serves this version now
 
 
 @dataclass(frozen=True)
@@ -141,88 +135,64 @@ def missing_words(meta: ModelMetadata) -> str:
     return NO_HOLDOUT if meta.quality_measured else NO_QUALITY
 
 
+# The keys of plain_words() that say how sure the figures are: under "How sure we are".
+SURE_KEYS = frozenset({"intervals", "small-test"})
+
+
 def summary(meta: ModelMetadata, holdout: Holdout | None) -> list[Sentence]:
-    """The plain-language sentences of the first section."""
-    ev = meta.evaluation
-    found = [Sentence("purpose", purpose_sentence(meta.task.value, meta.target, meta.classes))]
-    if meta.task is Task.classification and meta.classes and ev.confusion_matrix:
-        classes, matrix = meta.classes, ev.confusion_matrix
-        counts = (holdout.train_class_counts if holdout else None) or per_class_counts(matrix)
-        accuracy, base = ev.metrics.get("accuracy"), ev.baseline.get("accuracy")
-        if accuracy is not None and base is not None:
-            majority = majority_class(classes, counts)
-            found.append(Sentence("accuracy", accuracy_sentence(accuracy, base, majority)))
-        positive = ev.positive_class
-        if len(classes) == 2 and positive is not None:
-            if (precision := ev.metrics.get("precision")) is not None:
-                found.append(Sentence("precision", precision_sentence(precision, positive)))
-            if (recall := ev.metrics.get("recall")) is not None:
-                found.append(Sentence("recall", recall_sentence(recall, positive)))
-        found.append(
-            Sentence("mistakes", mistakes_sentence(matrix, classes, positive, meta.imported))
-        )
-    elif meta.task is Task.regression:
-        mae, base_mae = ev.metrics.get("mae"), ev.baseline.get("mae")
-        if mae is not None and base_mae is not None:
-            found.append(Sentence("error", error_sentence(mae, base_mae)))
-        if holdout is not None:
-            errors = np.abs(np.asarray(holdout.y_true, float) - np.asarray(holdout.y_pred, float))
-            median, p90 = np.quantile(errors, [0.5, 0.9])
-            found.append(Sentence("spread", spread_sentence(float(median), float(p90))))
-    if holdout is not None and holdout.importance:
-        ranked = [(feature_label(meta, f.feature), f.mean) for f in holdout.importance]
-        found.append(Sentence("drivers", drivers_sentence(ranked)))
-    return found
+    """The plain-language sentences of the first section (sentences.plain_words)."""
+    return [Sentence(k, t) for k, t in plain_words(meta, holdout) if k not in SURE_KEYS]
 
 
-def evidence(meta: ModelMetadata, holdout: Holdout | None) -> list[Finding]:
-    """What the data says: for each feature of the holdout document's ``evidence`` (the ones
-    the answers depend on most), its sentence and the outcome by band as a chart."""
-    if holdout is None or not holdout.evidence:
-        return []
+def evidence(meta: ModelMetadata, holdout: Holdout | None) -> tuple[list[Block], list[Finding]]:
+    """What the data says (datawords.data_says): its lead (an association, not a cause), and
+    for each feature of the holdout document's ``evidence`` its sentence and chart."""
+    said = dict(data_says(meta, holdout))
+    if holdout is None or not holdout.evidence or not said:
+        return [], []
     regression = meta.task is Task.regression
+    target = readable_name(meta.target)
+    lead: list[Block] = [Sentence(k, t) for k, t in said.items() if not k.startswith("evidence:")]
     found = []
     for item in holdout.evidence:
         label = feature_label(meta, item.feature)
         chart = charts.evidence_chart(
             label,
             item.bands,
-            None if regression else meta.classes,
-            f"average {meta.target}" if regression else None,
-            meta.evaluation.positive_class,
+            None if regression else holdout.classes or meta.classes,
+            f"average {target}" if regression else None,
+            positive_class(meta, holdout),
         )
         caption = (
-            f"The {'average ' + meta.target if regression else 'answers'} among the "
-            f"{item.rows:,} training cases, by {label}; under each bar, how many cases it "
-            "holds. What goes together in the data, not what causes what."
+            f"The {'average ' + target if regression else 'answers'} among the "
+            f"{item.rows:,} training cases, by {label}; under each bar, how many cases it holds."
         )
-        # TODO(W): the sentence of each feature (sentences.data_says) once it lands.
-        sentence = f"How {meta.target} varies with {label} in the training data."
+        sentence = said.get(f"evidence:{item.feature}", "")
         found.append(
             Finding(
                 item.feature, sentence, figure(f"evidence-{item.feature}", chart, label, caption)
             )
         )
-    return found
+    return lead, found
 
 
-def _sure(meta: ModelMetadata) -> list[Sentence]:
-    """How sure we are: how many cases the figures above rest on.
-
-    TODO(W): each headline rate with its 95% interval and a warning for a small test set
-    (training/report/words.py) goes here once it lands.
-    """
+def _sure(meta: ModelMetadata, holdout: Holdout | None) -> list[Sentence]:
+    """How sure we are: what the ranges mean, a warning for a small test set, and how many
+    cases the figures rest on."""
     ev = meta.evaluation
+    found = [Sentence(k, t) for k, t in plain_words(meta, holdout) if k in SURE_KEYS]
     if meta.imported:  # fitted elsewhere: the data it learned from is not known
         tested = f", and tested on {ev.holdout_rows:,} of them" if meta.quality_measured else ""
-        return [
+        found.append(
             Sentence(
                 "data",
                 f"It was fitted outside Kiln and imported; Kiln checked it on "
                 f"{meta.verification.rows:,} sample cases{tested}.",
             )
-        ]
-    return [Sentence("data", data_sentence(ev.train_rows, ev.holdout_rows))]
+        )
+    else:
+        found.append(Sentence("data", data_sentence(ev.train_rows, ev.holdout_rows)))
+    return found
 
 
 def _learned(meta: ModelMetadata) -> list[Sentence]:
@@ -407,32 +377,14 @@ def _plain_value(metric: str, value: float | None) -> str:
     return number(value) if metric == "mae" else f"{value:.0%}"
 
 
-def comparison(
-    meta: ModelMetadata, previous: ModelMetadata | None, decision: Decision | None
-) -> list[Block]:
-    """In words first (TODO(W): the promotion decision in words), then the numbers."""
+def comparison(sources: Sources) -> list[Block]:
+    """In words first (sentences.comparison_words: put into service or kept out, and why),
+    then the numbers, by name in words."""
+    meta, previous = sources.meta, sources.previous
+    words = comparison_words(meta, previous, sources.decision, in_service=sources.in_service)
+    blocks: list[Block] = [Note(t) if k == "no-previous" else Sentence(k, t) for k, t in words]
     if previous is None:
-        return [Note("There is no earlier version of this model to compare with.")]
-    key = "mae" if meta.task is Task.regression else "accuracy"
-    new, old = meta.evaluation.metrics.get(key), previous.evaluation.metrics.get(key)
-    blocks: list[Block] = []
-    if new is not None and old is not None:
-        if meta.task is Task.regression:
-            words = (
-                f"This version's estimates are off by {number(new)} on average, the previous "
-                f"version's ({previous.version}) by {number(old)}."
-            )
-        else:
-            words = (
-                f"This version is right {new:.0%} of the time on its test cases, the previous "
-                f"version ({previous.version}) {old:.0%}."
-            )
-        blocks.append(Sentence("comparison", words))
-    if decision is not None:
-        verdict = "was put into service" if decision.promoted else "was kept out of service"
-        blocks.append(
-            Sentence("decision", f"This version {verdict}: {'; '.join(decision.reasons)}.")
-        )
+        return blocks
     rows = [
         [
             name,
@@ -460,14 +412,16 @@ def client_document(
     sources: Sources, generated: datetime, changes: Changes | None = None
 ) -> ClientDocument:
     meta, holdout = sources.meta, sources.holdout
+    lead, findings = evidence(meta, holdout)
     return ClientDocument(
         **vars(header(meta, generated)),
         summary=summary(meta, holdout),
-        sure=_sure(meta),
+        sure=_sure(meta, holdout),
         learned=_learned(meta),
         summary_notes=[Note(missing_words(meta))] if holdout is None else [],
-        evidence=evidence(meta, holdout),
         performance=performance(meta, holdout),
-        comparison=comparison(meta, sources.previous, sources.decision),
+        comparison=comparison(sources),
+        evidence=findings,
+        evidence_lead=lead,
         changes=changes,
     )

@@ -66,14 +66,16 @@ def render(
     previous: ModelMetadata | None = None,
     *,
     decision: Decision | None = None,
+    in_service: bool | None = None,
     generated: datetime | None = None,
     drift: DriftResult | None = None,
 ) -> Documents:
-    """Both documents of ``meta``'s version; with ``drift`` (``kiln drift --report``) each has
-    the section "Has the data changed since training?" (words and charts for the client,
-    drift scores for the data team)."""
+    """Both documents of ``meta``'s version (``in_service``: whether the production record
+    serves it now; ``decision``: what ``kiln retrain`` decided about it); with ``drift``
+    (``kiln drift --report``) each has the section "Has the data changed since training?"
+    (words and charts for the client, drift scores for the data team)."""
     generated = generated or datetime.now(UTC)
-    sources = Sources(meta, holdout, previous, decision, drift)
+    sources = Sources(meta, holdout, previous, decision, drift, in_service)
     changes = None
     if drift is not None:
         from training.report.changes import drift_changes
