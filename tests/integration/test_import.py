@@ -468,6 +468,39 @@ def test_save_model_refuses_as_the_cli_does(fitted: Fitted) -> None:
     assert not (Path(os.environ["BENTOML_HOME"]) / "models" / "imp-bad-py").exists()
 
 
+def test_feature_labels_of_an_import_reach_the_store_with_its_evidence(fitted: Fitted) -> None:
+    """``labels=`` (``--label``) lands in kiln.json; with labels the sample's outcome by band
+    is kept as evidence (the sample stands in for the training rows)."""
+    from kiln.artifact import read_holdout
+
+    X, y = fitted.features("clf"), fitted.clf_frame["target"]
+    stored = kiln.save_model(
+        fitted.classifier, "imp-labels", sample=X, y=y, labels={"size cm": "parcel size"}
+    )
+    assert {f.name: f.label for f in stored.metadata.features if f.label} == {
+        "size cm": "parcel size"
+    }
+    holdout = read_holdout(stored.path)
+    assert holdout is not None and holdout.evidence
+    assert all(item.rows <= len(X) and len(item.bands) >= 2 for item in holdout.evidence)
+    with pytest.raises(DataError, match="--label: 'size' is not a feature"):
+        kiln.save_model(fitted.classifier, "imp-bad-label", sample=X, y=y, labels={"size": "x"})
+    path = fitted.directory / "labels.joblib"
+    joblib.dump(fitted.classifier, path)
+    result = kiln_cli(
+        "import",
+        str(path),
+        "--name",
+        "imp-bad-label",
+        "--sample",
+        str(fitted.clf_csv),
+        "--label",
+        "weight",
+    )
+    assert result.returncode == 2 and "'weight' is not of the form column=text" in result.stderr
+    assert not (Path(os.environ["BENTOML_HOME"]) / "models" / "imp-bad-label").exists()
+
+
 def test_import_times(imported: dict[str, dict[str, Any]]) -> None:
     """Each import (load, convert, verify on 300 rows, evaluate, register, report) is quick."""
     for name, found in imported.items():

@@ -15,7 +15,14 @@ import pytest
 import yaml
 
 import training.register
-from kiln.artifact import METADATA_FILE, MODEL_FILE, Stage, read_metadata
+from kiln.artifact import (
+    METADATA_FILE,
+    MODEL_FILE,
+    SCHEMA_VERSION,
+    Stage,
+    read_holdout,
+    read_metadata,
+)
 from kiln.errors import RegistrationError, SpecError, VerificationError
 from kiln.store import StoredModel, get_model, list_models, store_path
 from tests.conftest import REPO, SMS, SPECS
@@ -66,6 +73,24 @@ def test_registered_model_carries_its_provenance(breast_cancer: StoredModel) -> 
     if head.returncode == 0:
         assert meta.provenance.git_commit == head.stdout.strip()
     assert meta.provenance.spec["estimator"]["type"] == "LogisticRegression"
+
+
+def test_a_feature_label_and_the_evidence_reach_the_store() -> None:
+    """The spec's label lands in kiln.json; holdout.json holds the outcome by band of the
+    three features that matter most, measured on the training rows."""
+    label = {"kind": "numeric", "label": "tumour radius (mean)"}
+    stored = train(_spec("labelled", features={"*": "numeric", "mean_radius": label}))
+    meta = read_metadata(stored.path)
+    assert meta.schema_version == SCHEMA_VERSION == 4
+    labels = {f.name: f.label for f in meta.features if f.label}
+    assert labels == {"mean_radius": "tumour radius (mean)"}
+    holdout = read_holdout(stored.path)
+    assert holdout is not None and holdout.importance and holdout.evidence
+    top = sorted((f for f in holdout.importance if f.mean > 0), key=lambda f: -f.mean)[:3]
+    assert [e.feature for e in holdout.evidence] == [f.feature for f in top]
+    for item in holdout.evidence:
+        assert sum(b.rows for b in item.bands) == item.rows == meta.evaluation.train_rows
+        assert all(b.rows >= 30 and b.shares and len(b.shares) == 2 for b in item.bands)
 
 
 def test_model_is_in_the_bentoml_store_under_bentoml_home(

@@ -388,3 +388,36 @@ def test_linear_svc_scores_is_plain() -> None:
     model = make_estimator("LinearSVC", {"C": 0.5}, "scores")
     assert type(model) is LinearSVC
     assert model.C == 0.5
+
+
+def test_a_feature_may_carry_a_label_for_reports() -> None:
+    spec = parse_spec(
+        raw(features={"a": {"kind": "numeric", "label": " bill length "}, "b": "categorical"})
+    )
+    assert spec.features == {"a": FeatureKind.numeric, "b": FeatureKind.categorical}
+    assert spec.labels == {"a": "bill length"}
+    # the resolved spec (kept in kiln.json's provenance) parses back to the same
+    assert parse_spec(spec.model_dump(mode="json")) == spec
+    assert parse_spec(raw()).labels == {}
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        ({"kind": "numeric", "lable": "x"}, "unknown: lable"),
+        ({"label": "x"}, "give a kind"),
+        ({"kind": "numeric", "label": "  "}, "features.a.label: a non-empty text"),
+        ({"kind": "numeric", "label": 3}, "features.a.label: a non-empty text"),
+    ],
+)
+def test_a_wrong_feature_label_is_refused(feature: dict[str, Any], message: str) -> None:
+    problems = problems_of({"features": {"a": feature}})
+    assert any(message in text for _, text in problems), problems
+
+
+def test_a_label_names_one_named_feature() -> None:
+    problems = problems_of({"features": {"*": {"kind": "numeric", "label": "every other"}}})
+    assert any("a label names one column" in text for _, text in problems)
+    assert problems_of({"labels": {"zz": "unknown"}}) == [
+        ("labels.zz", "a label for a column that is not a named feature")
+    ]
