@@ -185,7 +185,7 @@ def drawing(name: str, title: str, height_mm: float = HEIGHT_MM) -> Iterator[Dra
             name=name,
             title=title,
             png=buffer.getvalue(),
-            overlaps=tuple(legend_overlaps(fig)),
+            overlaps=tuple(legend_overlaps(fig, drawn=True)),
             legend=tuple(legend_entries(fig)),
             words=tuple(_words(fig)),
             width_mm=WIDTH_MM,
@@ -232,11 +232,13 @@ def _legends(fig: Figure) -> list[Legend]:
     return [leg for leg in [*found, *fig.legends] if leg is not None]
 
 
-def legend_overlaps(fig: Figure) -> list[str]:
+def legend_overlaps(fig: Figure, drawn: bool = False) -> list[str]:
     """What each legend of ``fig`` covers, in display coordinates after a draw: lines (their
     points and the segments between, widened by line width and marker size), scatter points,
-    bars and other patches, images, and texts such as bar labels; or the figure's edge."""
-    fig.draw_without_rendering()
+    bars and other patches, images, and texts such as bar labels; or the figure's edge.
+    ``drawn``: the figure was just drawn at its final size (saved), so no draw is needed."""
+    if not drawn:
+        fig.draw_without_rendering()
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     obstacles = _obstacles(fig, renderer)
     found: list[str] = []

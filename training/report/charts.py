@@ -87,11 +87,12 @@ def _percent_axes(ax: Axes) -> None:
     _percent(ax)
 
 
-def _near_perfect(ax: Axes, x: float, ha: str) -> None:
+def _near_perfect(ax: Axes, x: float, ha: str, curves: int) -> None:
+    what = "the curve runs" if curves == 1 else "the curves run"
     ax.text(
         x,
         0.06,
-        "Near perfect: the curve runs\nalong the top edge",
+        f"Near perfect: {what}\nalong the top edge",
         transform=ax.transAxes,
         ha=ha,
         va="bottom",
@@ -273,7 +274,7 @@ def roc_chart(
         ax.plot([0, 1], [0, 1], ls="--", color=GUESS, lw=1.5, label="guessing")
         _percent_axes(ax)
         if areas and min(areas) >= NEAR_PERFECT:
-            _near_perfect(ax, 0.97, "right")
+            _near_perfect(ax, 0.97, "right", len(areas))
         ax.set_xlabel("False alarms (share of other cases flagged)")
         ax.set_ylabel("Found (share of cases caught)")
         ax.set_title(title)
@@ -305,7 +306,7 @@ def precision_recall_chart(
                 ax.axhline(truth.mean(), ls="--", lw=1.5, color=GUESS, label=how_common)
         _percent_axes(ax)
         if areas and min(areas) >= NEAR_PERFECT:
-            _near_perfect(ax, 0.03, "left")
+            _near_perfect(ax, 0.03, "left", len(areas))
         ax.set_xlabel("Found (share of cases caught)")
         ax.set_ylabel("Right when it flags a case")
         ax.set_title(title)
