@@ -347,3 +347,35 @@ def test_charts_draw_on_their_own_canvas() -> None:
 
     charts.class_rates_chart([[3, 1], [0, 4]], ["a", "b"])
     assert helpers.Gcf.get_all_fig_managers() == []
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda: charts.evidence_chart("x", [], ["a", "b"]),
+        lambda: charts.evidence_chart(
+            "loss",
+            [{"label": "a", "rows": 5, "mean": -3.0}, {"label": "b", "rows": 2, "mean": -1.0}],
+        ),
+        lambda: charts.error_sizes_chart([1.0, 2.0], [1.0, 2.0], "stay"),
+        lambda: charts.roc_chart(["a"] * 3, np.array([[0.9, 0.1]] * 3), ["a", "b"], "b"),
+        lambda: charts.class_rates_chart([[0, 0], [0, 0]], [True, False]),
+        lambda: charts.confusion_chart(
+            np.eye(7, dtype=int).tolist(), [f"kind {i}" for i in range(7)]
+        ),
+        lambda: charts.drift_chart("f", ["a"], [0.0], [0.0]),
+    ],
+    ids=[
+        "no bands",
+        "negative means",
+        "no errors",
+        "no positive case",
+        "no cases",
+        "7 classes",
+        "empty bins",
+    ],
+)
+def test_degenerate_data_still_draws_without_warnings(draw: Callable[[], Chart]) -> None:
+    chart = draw()  # warnings are errors in this suite
+    assert _png_size(chart.png)[0] == _pixels(WIDTH_MM)
+    assert chart.overlaps == ()

@@ -209,9 +209,11 @@ def done(current: Drawing) -> Chart:
 # -- legends ------------------------------------------------------------------------------
 
 
-def place_legend(ax: Axes, ncol: int = 1, order: Sequence[Place] = INSIDE) -> Legend:
+def place_legend(ax: Axes, ncol: int = 1, order: Sequence[Place] = INSIDE) -> Legend | None:
     """The axes' legend in the first place of ``order`` clear of every drawn datum, else under
-    the axes. Call it last, when all data and labels are drawn."""
+    the axes; None when nothing drawn has a label. Call it last, when all is drawn."""
+    if not ax.get_legend_handles_labels()[0]:
+        return None
     fig = ax.get_figure(root=True)
     assert fig is not None
     fig.draw_without_rendering()  # settles the layout, so positions are final
