@@ -31,7 +31,7 @@ from training.report.sentences import (
     plain_words,
     quoted,
 )
-from training.report.words import feature_label, readable_name
+from training.report.words import feature_label, join_words, percent, plural, readable_name
 
 if TYPE_CHECKING:
     from kiln.production import Decision
@@ -62,6 +62,7 @@ STAGE_WORDS = {
     "candidate": "passed its quality checks",
     "rejected": "did not pass its quality checks: kept for inspection, never used",
 }
+UNMEASURED_STAGE = "imported without labels: its quality was not measured"
 # What the importance chart's axis calls each scoring, in words (never the metric's name).
 IMPORTANCE_WORDS = {
     "roc_auc": "how well it tells the answers apart",
@@ -125,7 +126,11 @@ def header(meta: ModelMetadata, generated: datetime) -> Header:
         version=meta.version,
         tag=meta.tag,
         trained=f"{meta.provenance.created_at:%d %B %Y, %H:%M} UTC",
-        stage=STAGE_WORDS.get(meta.stage.value, f"stage {meta.stage.value}"),
+        stage=(
+            STAGE_WORDS.get(meta.stage.value, f"stage {meta.stage.value}")
+            if meta.quality_measured
+            else UNMEASURED_STAGE
+        ),
         generated=f"{generated:%d %B %Y, %H:%M} UTC",
     )
 
@@ -341,6 +346,26 @@ def importance_figure(meta: ModelMetadata, holdout: Holdout) -> Figure | None:
     )
 
 
+def _sample_answers(meta: ModelMetadata) -> list[Block]:
+    """What an unmeasured classifier answered on its sample (the drift reference's shares):
+    what can be shown without knowing the right answers."""
+    answers = meta.reference.prediction if meta.reference is not None else None
+    if answers is None or not answers.categories or not answers.rows:
+        return []
+    shares = [
+        f"{quoted(c)} for {percent(share)}"
+        for c, share in zip(answers.categories, answers.shares, strict=False)
+        if share > 0
+    ]
+    return [
+        Sentence(
+            "sample-answers",
+            f"On the {plural(answers.rows, 'sample case')} given at import it answered "
+            f"{join_words(shares)} of them.",
+        )
+    ]
+
+
 def performance(meta: ModelMetadata, holdout: Holdout | None) -> list[Block]:
     blocks: list[Block] = []
     ev = meta.evaluation
@@ -348,8 +373,10 @@ def performance(meta: ModelMetadata, holdout: Holdout | None) -> list[Block]:
         blocks += _classification_charts(meta, holdout)
     elif meta.task is Task.regression and holdout is not None:
         blocks += _regression_charts(meta, holdout)
-    if holdout is None:
-        blocks.append(Note(missing_words(meta)))
+    if not meta.quality_measured:
+        blocks += [Note(NO_QUALITY), *_sample_answers(meta)]
+    elif holdout is None:
+        blocks.append(Note(NO_HOLDOUT))
     elif (chart := importance_figure(meta, holdout)) is not None:
         blocks.append(chart)
     return blocks
@@ -418,7 +445,8 @@ def client_document(
         summary=summary(meta, holdout),
         sure=_sure(meta, holdout),
         learned=_learned(meta),
-        summary_notes=[Note(missing_words(meta))] if holdout is None else [],
+        # plain_words says itself when nothing was measured; this is for older registrations
+        summary_notes=[Note(NO_HOLDOUT)] if holdout is None and meta.quality_measured else [],
         performance=performance(meta, holdout),
         comparison=comparison(sources),
         evidence=findings,
