@@ -28,8 +28,8 @@ is off by its A/A ratio: where a server starts counts on this VM); on/off is sho
     .venv/bin/python bench/monitoring.py               # about 5 minutes
     .venv/bin/python bench/monitoring.py --seconds 3 --rounds 2
 
-Figures as JSON to ``bench/runs/monitoring-latest.json``, a Markdown table to stdout; exit
-1 when a ratio is under ``--goal`` (0.95).
+Figures as JSON to ``bench/runs/monitoring-latest.json`` (``--json``: elsewhere), a Markdown
+table to stdout; exit 1 when a model's on / both off ratio is under ``--goal`` (0.95).
 """
 
 from __future__ import annotations

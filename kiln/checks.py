@@ -2,8 +2,9 @@
 
 A value can be valid (kiln/values.py) and still be one the model never learned from. Every
 entry point (the JSON and Open Inference Protocol routes, the in-process Predictor,
-``kiln predict``) runs :meth:`InputChecks.inspect` on the typed columns after the value
-rules, so the same row gets the same findings, with the same words, everywhere:
+``kiln predict``) runs these checks on the typed columns after the value rules (the service
+once per merged batch, service/dataplane.py), so the same row gets the same findings, with
+the same words, everywhere:
 
 - ``unseen_category``: a categorical value the model never saw in training (the encoder's
   categories); the model answers for it as if the feature were missing.
