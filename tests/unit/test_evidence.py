@@ -234,3 +234,20 @@ def test_a_feature_that_cannot_make_two_bands_is_passed_over() -> None:
 @pytest.mark.parametrize(("rows", "need"), [(50, 30), (569, 30), (1000, 50), (10_000, 500)])
 def test_the_fewest_cases_a_band_may_hold(rows: int, need: int) -> None:
     assert min_band_rows(rows) == need
+
+
+def test_a_common_value_keeps_its_own_band_and_the_rare_ones_theirs() -> None:
+    """Calls to support: most customers make none. Quantiles would fold 1, 2 and 3 calls into
+    one band; a band per value keeps them apart, each big enough to read."""
+    calls = pd.Series([0.0] * 700 + [1.0] * 100 + [2.0] * 100 + [3.0] * 100)
+    assert numeric_bands(calls, 50) == [(None, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, None)]
+
+
+def test_a_band_too_small_to_read_merges_with_its_smaller_neighbour() -> None:
+    years = pd.Series([2007.0] * 200 + [2008.0] * 5 + [2009.0] * 120)
+    # 2008 alone (5 cases) cannot be read: it joins 2009, the smaller neighbour
+    assert numeric_bands(years, 30) == [(None, 2008.0), (2008.0, None)]
+    y = pd.Series(["a", "b"] * 162 + ["a"])
+    frame = pd.DataFrame({"year": years})
+    (year,) = evidence(frame, y, _numeric(frame), Task.classification, ["a", "b"], None)
+    assert [(b.label, b.rows) for b in year.bands] == [("2007", 200), ("2008 or more", 125)]
