@@ -156,6 +156,7 @@ def test_each_chart_is_a_print_sized_png_whose_legend_covers_nothing(
     assert width == _pixels(WIDTH_MM)  # 170 mm: the A4 text width
     assert height <= _pixels(HEIGHT_MM)  # two, with captions, fit one page
     assert chart.overlaps == ()
+    assert chart.cut_off == ()  # no label runs past the edge
     assert chart.title in chart.words
     assert chart.uri.startswith("data:image/png;base64,")
 
@@ -379,3 +380,15 @@ def test_degenerate_data_still_draws_without_warnings(draw: Callable[[], Chart])
     chart = draw()  # warnings are errors in this suite
     assert _png_size(chart.png)[0] == _pixels(WIDTH_MM)
     assert chart.overlaps == ()
+    assert chart.cut_off == ()
+
+
+def test_a_label_too_long_for_the_width_is_found_cut_off() -> None:
+    long = "Drop in how well it tells the answers apart when the feature is shuffled, " * 2
+    with drawing("test", "long") as d:
+        ax = d.fig.subplots()
+        ax.plot([0, 1], [0, 1])
+        ax.set_xlabel(long)
+    assert done(d).cut_off == (long,)
+    chart = charts.importance_chart([("contract", 0.17, 0.01)], long.strip())
+    assert chart.cut_off == ()  # wrapped

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.backend_bases import RendererBase
     from matplotlib.figure import Figure
     from matplotlib.legend import Legend
+    from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "Drawing",
     "LegendEntry",
     "Place",
+    "cut_off",
     "data_uri",
     "drawing",
     "indistinct_in_grey",
@@ -146,6 +148,7 @@ class Chart:
     overlaps: tuple[str, ...] = ()  # legend_overlaps() of the figure as saved: () is right
     legend: tuple[LegendEntry, ...] = ()
     words: tuple[str, ...] = ()  # every text drawn: titles, axis and tick labels, bar labels
+    cut_off: tuple[str, ...] = ()  # texts that run past the figure's edge: () is right
     width_mm: float = WIDTH_MM
     height_mm: float = HEIGHT_MM
 
@@ -187,17 +190,47 @@ def drawing(name: str, title: str, height_mm: float = HEIGHT_MM) -> Iterator[Dra
             png=buffer.getvalue(),
             overlaps=tuple(legend_overlaps(fig, drawn=True)),
             legend=tuple(legend_entries(fig)),
-            words=tuple(_words(fig)),
+            words=tuple(text.get_text() for text in _texts(fig)),
+            cut_off=tuple(cut_off(fig, drawn=True)),
             width_mm=WIDTH_MM,
             height_mm=height_mm,
         )
 
 
-def _words(fig: Figure) -> list[str]:
+def _texts(fig: Figure) -> list[Text]:
     from matplotlib.text import Text
 
-    texts = fig.findobj(lambda a: isinstance(a, Text) and a.get_visible())
-    return [t.get_text() for t in texts if isinstance(t, Text) and t.get_text().strip()]
+    found = fig.findobj(lambda a: isinstance(a, Text) and a.get_visible())
+    unseen = _unseen_ticks(fig)
+    return [
+        t for t in found if isinstance(t, Text) and t.get_text().strip() and id(t) not in unseen
+    ]
+
+
+def _unseen_ticks(fig: Figure) -> set[int]:
+    """Tick labels outside their axis' view: matplotlib keeps but does not draw them."""
+    unseen: set[int] = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            slack = (high - low) * 1e-9
+            for tick in [*axis.get_major_ticks(), *axis.get_minor_ticks()]:
+                if not low - slack <= tick.get_loc() <= high + slack:
+                    unseen.update((id(tick.label1), id(tick.label2)))
+    return unseen
+
+
+def cut_off(fig: Figure, drawn: bool = False) -> list[str]:
+    """Texts of ``fig`` that run past its edge (a label too long for the width)."""
+    if not drawn:
+        fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    edge = fig.bbox.padded(1)
+    return [t.get_text() for t in _texts(fig) if not _inside(t.get_window_extent(renderer), edge)]
+
+
+def _inside(box: Bbox, edge: Bbox) -> bool:
+    return bool(edge.x0 <= box.x0 and box.x1 <= edge.x1 and edge.y0 <= box.y0 and box.y1 <= edge.y1)
 
 
 def done(current: Drawing) -> Chart:
@@ -247,9 +280,7 @@ def legend_overlaps(fig: Figure, drawn: bool = False) -> list[str]:
     for legend in _legends(fig):
         box = legend.get_window_extent(renderer)
         found.extend(f"legend over {what}" for what in _hits(box, obstacles))
-        if not fig.bbox.padded(1).contains(box.x0, box.y0) or not fig.bbox.padded(1).contains(
-            box.x1, box.y1
-        ):
+        if not _inside(box, fig.bbox.padded(1)):
             found.append("legend cut off by the figure's edge")
     return found
 

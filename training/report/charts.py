@@ -14,6 +14,7 @@ Axis labels and titles are plain words, without metric names.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -126,7 +127,7 @@ def confusion_chart(
                     text,
                     ha="center",
                     va="center",
-                    fontsize=13 if k <= 4 else 9,
+                    fontsize=(12 if words else 13) if k <= 4 else 9,
                     fontweight="bold",
                     color="white" if shares[i, j] > 0.55 else "#1a1a1a",
                 )
@@ -360,7 +361,8 @@ def importance_chart(
         errors = [f[2] for f in ranked]
         ax.barh(names, values, xerr=errors, color=series_style(0)["color"], alpha=0.85, capsize=3)
         ax.grid(axis="y", visible=False)
-        ax.set_xlabel(f"Drop in {score_name} when the feature is shuffled")
+        # the score's words vary in length: wrapped, the label keeps within the width
+        ax.set_xlabel(textwrap.fill(f"Drop in {score_name} when the feature is shuffled", 60))
         ax.set_title(title)
         ax.set_xlim(left=0)
     return done(d)
