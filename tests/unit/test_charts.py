@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 from kiln.artifact import EvidenceBand, FeatureKind, Task
 from training.evidence import evidence
 from training.report import charts
+from training.report.chartcheck import legend_overlaps
 from training.report.chartkit import (
     DPI,
     HEIGHT_MM,
@@ -32,7 +33,6 @@ from training.report.chartkit import (
     done,
     drawing,
     indistinct_in_grey,
-    legend_overlaps,
     place_legend,
     series_style,
 )
