@@ -173,11 +173,8 @@ def evidence(meta: ModelMetadata, holdout: Holdout | None) -> tuple[list[Block],
             f"{item.rows:,} training cases, by {label}; under each bar, how many cases it holds."
         )
         sentence = said.get(f"evidence:{item.feature}", "")
-        found.append(
-            Finding(
-                item.feature, sentence, figure(f"evidence-{item.feature}", chart, label, caption)
-            )
-        )
+        shown = figure(f"evidence-{item.feature}", chart, f"By {label}", caption)
+        found.append(Finding(item.feature, sentence, shown))
     return lead, found
 
 
