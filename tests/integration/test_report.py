@@ -24,6 +24,7 @@ import yaml
 
 from kiln.artifact import HOLDOUT_FILE, Holdout, read_holdout
 from kiln.errors import ArtifactError
+from kiln.production import Decision, write_decision
 from kiln.store import StoredModel
 from tests.conftest import REPO, SPECS, run_kiln
 from training.drift import file_drift
@@ -378,6 +379,25 @@ def test_comparison_with_the_previous_version() -> None:
     assert first.metadata.version in client and "ROC" not in client
     accuracy = second.metadata.evaluation.metrics["accuracy"]
     assert accuracy is not None and f"right answers {accuracy:.0%}" in client
+    assert "service" not in client  # no retraining decision yet: nothing said about it
+    # the decision `kiln retrain` keeps beside the version reaches its report, in words first
+    write_decision(
+        second,
+        Decision(
+            promoted=False,
+            challenger=second.tag,
+            champion=first.tag,
+            metric="accuracy",
+            challenger_score=0.5,
+            champion_score=0.9,
+            reasons=["accuracy 0.500 is not above the champion's 0.900"],
+        ),
+    )
+    client = " ".join(_text(build_report(second).client).split())
+    section = client[client.index("Compared with the previous version") :]
+    assert section.index("The new version was kept out of service because") < section.index(
+        "right answers"
+    )
 
 
 def test_the_drift_section_is_written_only_with_new_data(
