@@ -199,10 +199,10 @@ def test_data_sentences() -> None:
     day1 = datetime(2024, 3, 1, 9, tzinfo=UTC)
     day2 = datetime(2024, 6, 30, 18, tzinfo=UTC)
     assert files_sentence(["a.csv", "b.csv"], [day2, day1]) == (
-        "It was trained on 2 data files, last changed between 01 March 2024 and 30 June 2024."
+        "It was trained on 2 data files, last changed between 1 March 2024 and 30 June 2024."
     )
     assert files_sentence(["a.csv"], [day1]) == (
-        "It was trained on 1 data file, last changed on 01 March 2024."
+        "It was trained on 1 data file, last changed on 1 March 2024."
     )
     assert missing_sentence({"a": (0, 100), "b": (0, 100)}) == (
         "No values are missing in the training data."

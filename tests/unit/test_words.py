@@ -4,12 +4,14 @@ percentages that never round to a perfect record, and Wilson intervals."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from kiln.artifact import ModelMetadata
 from training.report.words import (
+    day,
     feature_label,
     percent,
     plural,
@@ -152,3 +154,9 @@ def test_an_impossible_rate_is_refused(k: int, n: int) -> None:
 def test_the_v4_fixture_carries_one_label() -> None:
     raw = json.loads((TESTDATA / "metadata-v4.json").read_text())
     assert [f["label"] for f in raw["features"] if f["label"]] == ["months as a subscriber"]
+
+
+def test_a_date_reads_as_people_write_it() -> None:
+    when = datetime(2026, 12, 1, 9, 5, tzinfo=UTC)
+    assert day(when) == "1 December 2026"  # no leading zero
+    assert day(when, time=True) == "1 December 2026, 09:05 UTC"

@@ -31,7 +31,7 @@ from training.report.sentences import (
     plain_words,
     quoted,
 )
-from training.report.words import feature_label, join_words, percent, plural, readable_name
+from training.report.words import day, feature_label, join_words, percent, plural, readable_name
 
 if TYPE_CHECKING:
     from kiln.production import Decision
@@ -125,13 +125,13 @@ def header(meta: ModelMetadata, generated: datetime) -> Header:
         description=str(meta.provenance.spec.get("description") or "").strip(),
         version=meta.version,
         tag=meta.tag,
-        trained=f"{meta.provenance.created_at:%d %B %Y, %H:%M} UTC",
+        trained=day(meta.provenance.created_at, time=True),
         stage=(
             STAGE_WORDS.get(meta.stage.value, f"stage {meta.stage.value}")
             if meta.quality_measured
             else UNMEASURED_STAGE
         ),
-        generated=f"{generated:%d %B %Y, %H:%M} UTC",
+        generated=day(generated, time=True),
     )
 
 
@@ -421,8 +421,8 @@ def comparison(sources: Sources) -> list[Block]:
         Table(
             [
                 "",
-                f"this version ({meta.version}, {meta.provenance.created_at:%d %b %Y})",
-                f"previous ({previous.version}, {previous.provenance.created_at:%d %b %Y})",
+                f"this version ({meta.version}, {day(meta.provenance.created_at)})",
+                f"previous ({previous.version}, {day(previous.provenance.created_at)})",
             ],
             rows,
             "numbers",

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.report.words import (
+    day,
     feature_label,
     join_words,
     number,
@@ -289,8 +290,8 @@ def files_sentence(sources: Sequence[str], modified: Sequence[datetime]) -> str:
         return f"It was trained on {files}."
     first, last = min(modified), max(modified)
     if first.date() == last.date():
-        return f"It was trained on {files}, last changed on {first:%d %B %Y}."
-    return f"It was trained on {files}, last changed between {first:%d %B %Y} and {last:%d %B %Y}."
+        return f"It was trained on {files}, last changed on {day(first)}."
+    return f"It was trained on {files}, last changed between {day(first)} and {day(last)}."
 
 
 def missing_sentence(missing: dict[str, tuple[int, int]], data: str = "training data") -> str:

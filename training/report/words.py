@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UNITS",
+    "day",
     "feature_label",
     "is_identifier_like",
     "is_year_like",
@@ -70,6 +72,12 @@ YEARS = (1900, 2100)  # a whole number in this range, in a year-like column, is 
 ID_WORDS = frozenset({"id", "code", "zip", "zipcode", "postcode"})
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[\s_.\-]+")
+
+
+def day(when: datetime, *, time: bool = False) -> str:
+    """A date as people write it: "1 December 2026" (no leading zero), with ", 09:30 UTC"."""
+    text = f"{when.day} {when:%B %Y}"
+    return f"{text}, {when:%H:%M} UTC" if time else text
 
 
 def _words(name: str) -> list[str]:
