@@ -309,18 +309,19 @@ def per_class_table(
 def _regression_charts(meta: ModelMetadata, holdout: Holdout) -> list[Block]:
     y_true = [float(v) for v in holdout.y_true]
     y_pred = [float(v) for v in holdout.y_pred]
+    target = readable_name(meta.target)
     return [
         figure(
             "estimates",
-            charts.predicted_vs_actual_chart(y_true, y_pred, meta.target),
+            charts.predicted_vs_actual_chart(y_true, y_pred, target),
             "Estimates against the true values",
             "Each dot is one test case; on the dashed line the estimate is exact.",
         ),
         figure(
             "errors",
-            charts.error_sizes_chart(y_true, y_pred, meta.target),
+            charts.error_sizes_chart(y_true, y_pred, target),
             "How far off its estimates are",
-            f"How many test cases are off by how much, in {meta.target}; the lines mark "
+            f"How many test cases are off by how much, in {target}; the lines mark "
             "where half and nine in ten of the cases lie.",
         ),
     ]
