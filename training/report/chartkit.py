@@ -19,7 +19,7 @@ import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from training.report.chartcheck import (
     LegendEntry,
@@ -49,6 +49,7 @@ __all__ = [
     "data_uri",
     "drawing",
     "indistinct_in_grey",
+    "paired_bars",
     "place_legend",
     "series_style",
 ]
@@ -97,17 +98,7 @@ Place = Literal[
     "lower center",
     "center",
 ]
-INSIDE: tuple[Place, ...] = (
-    "upper right",
-    "upper left",
-    "lower right",
-    "lower left",
-    "center right",
-    "center left",
-    "upper center",
-    "lower center",
-    "center",
-)
+INSIDE: tuple[Place, ...] = get_args(Place)
 OUTSIDE: Literal["outside lower center"] = "outside lower center"
 
 
@@ -122,6 +113,23 @@ def series_style(n: int) -> dict[str, Any]:
         "linestyle": LINESTYLES[n % len(LINESTYLES)],
         "marker": MARKERS[n % len(MARKERS)],
     }
+
+
+def paired_bars(
+    ax: Axes, x: Any, n: int, values: Sequence[float], label: str, width: float = 0.4
+) -> Any:
+    """The ``n``-th (0 or 1) of two bar series side by side at ``x``: the first solid, the
+    second lighter and hatched, so the pair reads apart in grey too."""
+    return ax.bar(
+        x + (n - 0.5) * width,
+        values,
+        width,
+        color=series_style(n)["color"],
+        alpha=0.9 if n == 0 else 0.42,
+        edgecolor=EDGE,
+        hatch=HATCHES[n],
+        label=label,
+    )
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from training.report.chartkit import (
     data_uri,
     done,
     drawing,
+    paired_bars,
     place_legend,
     series_style,
 )
@@ -202,19 +203,9 @@ def class_rates_chart(matrix: Sequence[Sequence[int]], classes: Sequence[Any]) -
     with drawing("class_rates", title) as d:
         ax = d.fig.subplots()
         x = np.arange(k)
-        width = 0.38
         for n, (label, hits, totals) in enumerate(kinds):
             rates = np.divide(hits, np.maximum(totals, 1)).astype(float)
-            bars = ax.bar(
-                x + (n - 0.5) * width,
-                rates,
-                width,
-                color=series_style(n)["color"],
-                alpha=0.9 if n == 0 else 0.45,
-                edgecolor=EDGE,
-                hatch=HATCHES[n],
-                label=label,
-            )
+            bars = paired_bars(ax, x, n, rates, label, width=0.38)
             words = [
                 f"{h:,} of {t:,}" if t else "never said" for h, t in zip(hits, totals, strict=True)
             ]

@@ -19,6 +19,7 @@ from training.report.chartkit import (
     Chart,
     done,
     drawing,
+    paired_bars,
     place_legend,
     series_style,
 )
@@ -157,18 +158,8 @@ def drift_chart(
     with drawing("drift", title) as d:
         ax = d.fig.subplots()
         x = np.arange(k)
-        width = 0.4
         for n, (name, values) in enumerate([(reference, training), ("new data", new)]):
-            ax.bar(
-                x + (n - 0.5) * width,
-                [values[i] for i in shown],
-                width,
-                color=series_style(n)["color"],
-                alpha=0.9 if n == 0 else 0.4,
-                edgecolor=EDGE,
-                hatch=HATCHES[n],
-                label=name,
-            )
+            paired_bars(ax, x, n, [values[i] for i in shown], name)
         names = [short(labels[i], 16) for i in shown]
         ax.set_xticks(x, names, rotation=0 if k <= 4 else 35, ha="center" if k <= 4 else "right")
         _percent(ax)
