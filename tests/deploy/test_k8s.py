@@ -21,6 +21,7 @@ from tests.conftest import REPO, SPECS
 
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("cpu", "gpu")
+GRPC_READINESS = K8S / "components" / "grpc-readiness"
 SCRIPT = REPO / "deploy" / "validate-k8s.sh"
 RULES = REPO / "deploy" / "monitoring" / "rules" / "kiln-rules.yaml"
 DRIFT_ALERTS = ("KilnFeatureDrift", "KilnPredictionDrift", "KilnUnseenCategories")
@@ -96,6 +97,15 @@ def flatten(value: Any, at: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
             yield from flatten(item, (*at, key))
     else:
         yield at, value
+
+
+def grpc_port() -> int:
+    """The gRPC port as the service defines it: the one constant the manifests must match."""
+    from service.settings import ServingSettings
+
+    port = ServingSettings.model_fields["grpc_port"].default
+    assert isinstance(port, int) and port > 0
+    return port
 
 
 def leaves(docs: list[Doc]) -> dict[Path_, Any]:
@@ -177,7 +187,7 @@ def test_probes_use_the_service_health_routes_on_port_3000(
     for name, docs in rendered.items():
         container = server(docs)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"http": 3000}
+        assert ports == {"http": 3000, "grpc": grpc_port()}
         probes = {
             kind: container[kind]["httpGet"]
             for kind in ("startupProbe", "livenessProbe", "readinessProbe")
@@ -206,7 +216,14 @@ def test_service_pdb_hpa_and_servicemonitor_find_the_serving_pods(
         service = one(docs, "Service", "kiln")
         assert service["spec"]["type"] == "ClusterIP"
         assert service["spec"]["ports"] == [
-            {"name": "http", "port": 3000, "targetPort": "http", "protocol": "TCP"}
+            {"name": "http", "port": 3000, "targetPort": "http", "protocol": "TCP"},
+            {
+                "name": "grpc",
+                "port": grpc_port(),
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "grpc",
+            },
         ]
         selectors = {
             "Service": service["spec"]["selector"],
@@ -250,6 +267,62 @@ def test_service_pdb_hpa_and_servicemonitor_find_the_serving_pods(
             "KilnP99LatencyHigh",
             *DRIFT_ALERTS,
         }
+
+
+def test_grpc_port_reaches_the_container_the_service_and_the_network_policy(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    port = grpc_port()
+    for name, docs in rendered.items():
+        settings = configmap(docs, "kiln-serve")["data"]
+        assert int(settings["KILN_SERVE_GRPC_PORT"]) == port, name  # what the pod listens on
+        container = server(docs)
+        assert {"name": "grpc", "containerPort": port, "protocol": "TCP"} in container["ports"]
+        (service_port,) = [
+            p for p in one(docs, "Service", "kiln")["spec"]["ports"] if p["name"] == "grpc"
+        ]
+        assert (service_port["port"], service_port["targetPort"]) == (port, "grpc"), name
+        # One ingress rule, no `from`: gRPC is let in from wherever HTTP is.
+        (rule,) = one(docs, "NetworkPolicy", "kiln-server")["spec"]["ingress"]
+        assert "from" not in rule, name
+        assert {(p["port"], p["protocol"]) for p in rule["ports"]} == {
+            ("http", "TCP"),
+            ("grpc", "TCP"),
+        }, name
+        # Prometheus scrapes HTTP only: gRPC has no /metrics, its requests are in kiln_*.
+        assert [e["port"] for e in one(docs, "ServiceMonitor")["spec"]["endpoints"]] == ["http"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # the default
+
+
+def with_grpc_readiness(tmp_path: Path) -> Path:
+    """The cpu overlay with the grpc-readiness component, as a user's overlay would add it."""
+    overlay = tmp_path / "grpc-readiness"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{os.path.relpath(K8S / 'overlays' / 'cpu', overlay)}]\n"
+        f"components: [{os.path.relpath(GRPC_READINESS, overlay)}]\n"
+    )
+    return overlay
+
+
+def test_grpc_readiness_component_swaps_only_the_readiness_probe(
+    rendered: dict[str, list[Doc]], tmp_path: Path
+) -> None:
+    docs = render(with_grpc_readiness(tmp_path))
+    probe = server(docs)["readinessProbe"]
+    # Exactly one handler: a strategic merge would have left httpGet beside grpc.
+    assert probe == {
+        "grpc": {"port": grpc_port(), "service": ""},
+        "periodSeconds": 5,
+        "timeoutSeconds": 3,
+        "failureThreshold": 3,
+    }
+    before, after = leaves(rendered["cpu"]), leaves(docs)
+    changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+    readiness = ("Deployment", "kiln", "spec", "template", "spec", "containers", "[kiln]")
+    readiness = (*readiness, "readinessProbe")
+    assert changed and all(p[: len(readiness)] == readiness for p in changed), sorted(changed)
 
 
 def test_cluster_drift_alerts_are_the_tested_ones(rendered: dict[str, list[Doc]]) -> None:
@@ -414,6 +487,14 @@ def test_validate_script_passes_on_both_overlays() -> None:
     assert out.count("custom resources: 2 checked") == 2
     assert "checkov: passed" in out and "failed 0" in out
     assert "FAILED" not in out
+
+
+@needs_validators
+def test_validate_script_passes_with_the_grpc_readiness_probe(tmp_path: Path) -> None:
+    result = validate(with_grpc_readiness(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kubernetes-validate 1.37 (strict): ok" in result.stdout
+    assert "FAILED" not in result.stdout
 
 
 def broken_overlay(tmp_path: Path, patch: str, *, target: str = "") -> Path:

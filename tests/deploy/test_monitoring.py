@@ -204,6 +204,11 @@ def test_compose_parses_and_wires_the_files() -> None:
     for name, service in services.items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), (name, port)
+    # HTTP (the API and /metrics) and gRPC, each on the same port as inside the container.
+    from service.settings import ServingSettings
+
+    grpc_port = ServingSettings.model_fields["grpc_port"].default
+    assert kiln["ports"] == ["127.0.0.1:3000:3000", f"127.0.0.1:{grpc_port}:{grpc_port}"]
     mounts: dict[str, str] = {}
     for service in services.values():
         for volume in service.get("volumes", []):
