@@ -3,8 +3,9 @@
 `deploy/ci-image.sh image` builds the CPU image from a Bento of the test store's models (the
 same versions the in-process predictor compares with) on the Debian base that CI makes with
 debootstrap; the container runs with a read-only root file system, uid 1000, no capabilities,
-on the host network. Both protocols must answer as `Predictor` does, /metrics must serve, the
-HEALTHCHECK must report healthy, and SIGTERM must let a request in flight finish.
+on the host network. JSON, V2 REST and V2 gRPC must answer as `Predictor` does, /metrics must
+serve, the HEALTHCHECK and the gRPC health service must report healthy, and SIGTERM must let
+a request in flight finish.
 
 Needs a container engine (the `engine` fixture of tests/deploy/conftest.py). Without one these
 tests skip, loudly; under CI (CI=true) they fail instead, since .ci/run guarantees one.
@@ -141,10 +142,20 @@ def image(
     return f"{IMAGE}:cpu"
 
 
+def grpc_default_port() -> int:
+    """KILN_SERVE_GRPC_PORT's default: what the image must expose and set."""
+    from service.settings import ServingSettings
+
+    port = ServingSettings.model_fields["grpc_port"].default
+    assert isinstance(port, int) and port > 0
+    return port
+
+
 @dataclass
 class Container:
     name: str
     url: str
+    grpc_target: str  # host:port of its gRPC server
     started: float  # time.monotonic() of `docker run`
     ready_after: float
 
@@ -155,10 +166,17 @@ def run_container(image: str) -> Iterator[Callable[..., Container]]:
     names: list[str] = []
 
     def start(**env: str) -> Container:
-        port = free_port()
+        port, grpc_port = free_port(), free_port()
         name = f"kiln-test-{uuid.uuid4().hex[:8]}"
         names.append(name)
-        settings = {"BENTOML_HOST": "127.0.0.1", "BENTOML_PORT": str(port), **env}
+        # On the host network every container needs ports of its own: with the image's 8001
+        # a second container (uid 1000 too) would share the first's through SO_REUSEPORT.
+        settings = {
+            "BENTOML_HOST": "127.0.0.1",
+            "BENTOML_PORT": str(port),
+            "KILN_SERVE_GRPC_PORT": str(grpc_port),
+            **env,
+        }
         started = time.monotonic()
         docker(
             "run", "--detach", "--name", name,
@@ -188,7 +206,7 @@ def run_container(image: str) -> Iterator[Callable[..., Container]]:
             time.sleep(0.2)
         ready_after = time.monotonic() - started
         print(f"\n{name}: /readyz 200 {ready_after:.2f} s after docker run", file=sys.stderr)
-        return Container(name, url, started, ready_after)
+        return Container(name, url, f"127.0.0.1:{grpc_port}", started, ready_after)
 
     yield start
     for name in names:
@@ -212,10 +230,13 @@ def test_image_config_non_root_tini_port_healthcheck(image: str) -> None:
     config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", image))
     assert config["User"] == "1000:1000"
     assert config["Entrypoint"] == ["tini", "--"]
-    assert "3000/tcp" in config["ExposedPorts"]
+    grpc_port = grpc_default_port()
+    assert set(config["ExposedPorts"]) == {"3000/tcp", f"{grpc_port}/tcp"}
     assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["BENTOML_HOME"].startswith("/tmp/") and env["BENTOML_PORT"] == "3000"
+    # gRPC listens on the HTTP server's host: every address in the container, as HTTP does.
+    assert env["BENTOML_HOST"] == "0.0.0.0" and env["KILN_SERVE_GRPC_PORT"] == str(grpc_port)
 
 
 @pytest.mark.e2e
@@ -253,6 +274,48 @@ def test_json_and_v2_answers_match_the_in_process_predictor(
     classes = list(expected["probabilities"][0])
     np.testing.assert_allclose(
         np.reshape(outputs["probabilities"]["data"], outputs["probabilities"]["shape"]),
+        [[p[c] for c in classes] for p in expected["probabilities"]],
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_grpc_health_and_infer_match_the_in_process_predictor(
+    server: Container, served_models: dict[str, Any]
+) -> None:
+    """The image carries the gRPC front (grpcio, the generated stubs) and serves it."""
+    import grpc
+    import tritonclient.grpc as triton
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "churn"):  # the whole server, one model
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
+
+    expected = Predictor.from_store(served_models["churn"].tag).predict(TWO_ROWS)
+    client = triton.InferenceServerClient(server.grpc_target)
+    try:
+        assert client.is_server_ready()
+        meta = client.get_model_metadata("churn", as_json=True)
+        inputs = []
+        for spec in meta["inputs"]:  # built from the metadata alone
+            column = [row[spec["name"]] for row in TWO_ROWS]
+            dtype = object if spec["datatype"] == "BYTES" else np.float32
+            tensor = triton.InferInput(spec["name"], [len(TWO_ROWS), 1], spec["datatype"])
+            tensor.set_data_from_numpy(np.array(column, dtype=dtype).reshape(-1, 1))
+            inputs.append(tensor)
+        result = client.infer("churn", inputs, request_id="g1")
+    finally:
+        client.close()
+    assert result.get_response().id == "g1"
+    labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label").ravel()]
+    assert labels == expected["predictions"]
+    classes = list(expected["probabilities"][0])
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities"),
         [[p[c] for c in classes] for p in expected["probabilities"]],
         rtol=1e-6,
     )
