@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: help install lock train serve demo-data test test-fast lint format typecheck audit check clean
+.PHONY: help install lock protos train serve demo-data test test-fast lint format typecheck audit check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,18 @@ lock: $(STAMP) ## Re-pin requirements.lock from pyproject.toml (uv pip compile)
 	$(BIN)/pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --extra train --extra dev --python-version 3.11 \
 	  --python-platform x86_64-unknown-linux-gnu -o requirements.lock
+
+# The Open Inference Protocol's gRPC stubs (service/grpc/proto/), generated from the official
+# .proto copied there. The sed gives the messages a descriptor pool of their own: tritonclient
+# and kserve register the same `inference.*` names from their own .proto files in the default
+# pool, where two files defining one name cannot both be imported in one process.
+PROTO_ROOT ?= .
+PROTO := service/grpc/proto/open_inference_grpc.proto
+protos: $(STAMP) ## Regenerate the gRPC stubs in service/grpc/proto/ from its .proto (grpcio-tools)
+	$(BIN)/python -m grpc_tools.protoc -I $(PROTO_ROOT) --python_out=$(PROTO_ROOT) \
+	  --pyi_out=$(PROTO_ROOT) --grpc_python_out=$(PROTO_ROOT) $(PROTO_ROOT)/$(PROTO)
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/POOL = _descriptor_pool.DescriptorPool()  # Kiln: its own pool (make protos says why)\nDESCRIPTOR = POOL.AddSerializedFile(/' \
+	  $(PROTO_ROOT)/$(PROTO:.proto=_pb2.py)
 
 train: $(STAMP) ## Train, verify and register the demo models (and sms-spam when SMS_DATA exists)
 	$(BIN)/kiln train $(DEMO_SPECS)

@@ -19,7 +19,6 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
-from importlib import metadata as importlib_metadata
 from typing import Any
 
 import orjson
@@ -41,7 +40,7 @@ from service.bodies import ClientDisconnect, off_loop, read_body
 from service.codecs import v2
 from service.codecs.bounds import check_structure, structure_budget
 from service.codecs.jsonkeys import ensure_unique_keys, payload_members
-from service.dataplane import DataPlane, Inference
+from service.dataplane import DataPlane
 from service.fastlane import FastLane, routes_first
 from service.head import HeadAsGet, allow_head
 from service.models import ServedModel
@@ -131,35 +130,6 @@ def _decode_records(
     )
     ensure_unique_keys(body, payload_members(payload))
     return columns, count
-
-
-def _v2_parameters(answer: Inference) -> dict[str, int | str] | None:
-    """The warnings of an answer as V2 response parameters: the protocol allows only bool,
-    number and string values, so the list travels as a JSON string (as it will in gRPC)."""
-    body = warnings_body(answer.warnings, answer.warning_count)
-    if not body:
-        return None
-    return {
-        "warnings": orjson.dumps(body["warnings"]).decode(),
-        "warning_count": body["warning_count"],
-    }
-
-
-def _v2_metadata(served: ServedModel) -> dict[str, Any]:
-    meta = served.metadata
-    return {
-        "name": meta.name,
-        "versions": [meta.version],
-        "platform": "onnxruntime_onnx",
-        "inputs": [
-            {"name": f.name, "datatype": v2.DATATYPES[f.dtype], "shape": [-1, 1]}
-            for f in meta.features
-        ],
-        "outputs": [
-            {"name": o.name, "datatype": v2.DATATYPES[o.dtype], "shape": o.shape}
-            for o in meta.outputs
-        ],
-    }
 
 
 @contextlib.asynccontextmanager
@@ -265,11 +235,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
 
     @app.get("/v2")
     async def server_metadata() -> Response:
-        try:
-            version = importlib_metadata.version("kiln")
-        except importlib_metadata.PackageNotFoundError:
-            version = "unknown"
-        return _json({"name": "kiln", "version": version, "extensions": ["binary_tensor_data"]})
+        return _json(v2.server_metadata(["binary_tensor_data"]))
 
     @app.get("/v2/health/live")
     async def server_live() -> Response:
@@ -285,7 +251,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
     async def v2_model_metadata(
         name: str, request: Request, version: str | None = None
     ) -> Response:
-        return _json(_v2_metadata(_plane(request).get(name, version)))
+        return _json(v2.model_metadata(_plane(request).get(name, version).metadata))
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
@@ -317,11 +283,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
             )
             decoded = await off_loop(len(body), decode)
             known = [o.name for o in served.metadata.outputs]
-            for wanted in decoded.outputs or []:
-                if wanted.name not in known:
-                    raise InvalidInput(
-                        f"unknown output {wanted.name!r}; the model has {', '.join(known)}"
-                    )
+            v2.check_known_outputs(decoded.outputs, known)
         except KilnError as exc:
             plane.record_error(name, exc)
             raise
@@ -333,7 +295,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
             outputs=[(n, answer.outputs[n]) for n in known],
             requested=decoded.outputs,
             binary_default=bool(decoded.parameters.get("binary_data_output", False)),
-            parameters=_v2_parameters(answer),
+            parameters=v2.response_parameters(answer.warnings, answer.warning_count),
         )
         if header_length is None:
             return Response(body, media_type=JSON)

@@ -2,7 +2,8 @@
 
 Run with ``bentoml serve`` from the repository root (bentofile.yaml points here) or
 ``make serve``. BentoML adds ``/livez``, ``/readyz`` (200 once every model is warm) and
-``/metrics`` (its request metrics and Kiln's ``kiln_*`` families).
+``/metrics`` (its request metrics and Kiln's ``kiln_*`` families). Each worker also serves
+the Open Inference Protocol over gRPC on ``KILN_SERVE_GRPC_PORT`` (service/grpc/; 0: off).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+from typing import Any
 
 import bentoml
 import uvicorn.config as uvicorn_config
@@ -84,6 +86,7 @@ class Kiln:
             logging.getLogger("kiln").setLevel(logging.INFO)
         self.plane = DataPlane.load(settings, Metrics())
         http_app.state.dataplane = self.plane
+        self.grpc: Any = None  # service.grpc.server.GrpcFront, once started
         # Start-up objects live for the whole process: keep the collector off them, which
         # shortens the pauses that otherwise grow with every request BentoML keeps alive.
         gc.collect()
@@ -92,8 +95,18 @@ class Kiln:
     def __is_ready__(self) -> bool:
         return self.plane.ready
 
+    @bentoml.on_startup
+    async def start_grpc(self) -> None:
+        """The gRPC front, on this worker's running loop (grpcio imported only when on)."""
+        if settings.grpc_port:
+            from service.grpc.server import start
+
+            self.grpc = await start(settings, lambda: self.plane, http_app.state.keyring)
+
     @bentoml.on_shutdown
     async def close(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(settings.grpc_grace_seconds)
         await self.plane.close()
 
 

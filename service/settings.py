@@ -210,6 +210,19 @@ class ServingSettings(BaseSettings):
     Retry-After. Health and metrics routes are never limited. Unset: no limit (the batching
     queue, `max_queue_rows`, still sheds load)."""
 
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    """Port of the Open Inference Protocol over gRPC (service/grpc/), on the HTTP server's
+    host, shared by every worker (SO_REUSEPORT); 0: no gRPC server, and grpcio is not even
+    imported. Same data plane, limits, API keys and metrics as the REST routes."""
+
+    grpc_reflection: bool = False
+    """Serve gRPC server reflection (grpcurl, Postman find the services without the .proto).
+    Off by default: it tells anyone who asks what the server holds."""
+
+    grpc_grace_seconds: Annotated[float, Seconds] = Field(default=5.0, ge=0, le=300)
+    """At shutdown, how long calls in progress on the gRPC port may still finish; new calls
+    are refused at once. A pod's termination grace period must outlast it."""
+
     access_log: bool = False
     """Log one line per request (BentoML's access log). Off by default: together with
     `trace_inference` it costs about 40% of the throughput (bench/RESULTS.md), and the

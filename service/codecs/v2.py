@@ -27,6 +27,13 @@ The response is ``{"model_name", "model_version", "id"?, "outputs": [{"name", "d
 bytes in output order; the server then sends the JSON header's length in the response header
 ``Inference-Header-Content-Length``. JSON cannot carry NaN or infinity: such values in a JSON
 output are sent as ``null``.
+
+The rules that are not about JSON (which inputs a model takes, shapes ``[N]`` and ``[N, 1]``,
+datatypes, requested outputs and their ``binary_data``, the request's parameters, the
+warnings as response parameters, the model's metadata) are the functions below that take
+:class:`Tensor` objects and plain values; the gRPC front (service/grpc/codec.py) builds the
+same ``Tensor`` objects from a ``ModelInferRequest`` and calls them, so both protocols refuse
+the same requests with the same messages.
 """
 
 from __future__ import annotations
@@ -35,11 +42,14 @@ import reprlib
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
 from typing import Any, Literal
 
 import numpy as np
 import orjson
 
+from kiln.artifact import ModelMetadata
+from kiln.checks import Finding, warnings_body
 from kiln.errors import InvalidInput, PayloadTooLarge
 from service.codecs.bounds import MAX_DEPTH, check_structure, free_form, structure_budget
 from service.codecs.jsonkeys import ensure_unique_keys
@@ -49,9 +59,23 @@ __all__ = [
     "FEATURE_DATATYPES",
     "InputSpec",
     "RequestedOutput",
+    "Tensor",
     "V2Request",
+    "assemble",
+    "binary_bytes",
+    "binary_default",
+    "check_known_outputs",
+    "check_params",
+    "check_tensor",
+    "choose_outputs",
+    "decode_outputs",
     "decode_request",
     "encode_response",
+    "model_metadata",
+    "quote",
+    "response_parameters",
+    "server_metadata",
+    "wire_datatype",
 ]
 
 # The V2 datatype of a model tensor, by the element type its metadata names
@@ -79,7 +103,7 @@ _repr.maxlist = _repr.maxdict = 4
 _repr.maxlevel = 2
 
 
-def _q(value: object) -> str:
+def quote(value: object) -> str:
     """A short repr of a client-sent value, safe to echo in an error message."""
     text = _repr.repr(value)
     return text if len(text) <= 45 else text[:40] + "..."
@@ -124,17 +148,23 @@ class V2Request:
 
 
 @dataclass
-class _Tensor:
+class Tensor:
+    """One input tensor as a request carries it, whatever the protocol: ``data`` a list of
+    values (JSON ``data``, gRPC typed contents), or ``raw`` its little-endian bytes (the
+    binary section, gRPC ``raw_input_contents``), or ``values`` an array already typed
+    (gRPC ``fp32_contents``: numbers by construction)."""
+
     name: str
     shape: list[int]
     datatype: str
     data: Any  # the JSON "data", when not binary
-    size: int | None  # parameters.binary_data_size
-    raw: memoryview | None = None
+    size: int | None = None  # parameters.binary_data_size (REST)
+    raw: memoryview | bytes | None = None
+    values: np.ndarray | None = None
 
     @property
     def where(self) -> str:
-        return f"input {_q(self.name)}"
+        return f"input {quote(self.name)}"
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
@@ -145,29 +175,29 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _check_params(params: dict[str, Any], what: str) -> None:
+def check_params(params: Mapping[str, Any], what: str) -> None:
+    """Refuse the parameters of extensions Kiln does not implement (shared memory,
+    classification), on an input, an output or the request."""
     for key in params:
         if key.startswith("shared_memory") or key == "classification":
-            raise InvalidInput(f"{what}: parameter {_q(key)} is not supported")
+            raise InvalidInput(f"{what}: parameter {quote(key)} is not supported")
 
 
-def _parse_tensor(item: Any, index: int) -> _Tensor:
+def _parse_tensor(item: Any, index: int) -> Tensor:
     if not isinstance(item, dict):
         raise InvalidInput(f"inputs[{index}] must be a JSON object")
     name = item.get("name")
     if not isinstance(name, str):
         raise InvalidInput(f"inputs[{index}] needs a string 'name'")
-    where = f"input {_q(name)}"
+    where = f"input {quote(name)}"
     shape = item.get("shape")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape):
         raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers")
     datatype = item.get("datatype")
     if not isinstance(datatype, str):
         raise InvalidInput(f"{where}: 'datatype' must be a string")
-    if datatype not in _KNOWN_DATATYPES:
-        raise InvalidInput(f"{where}: unknown datatype {_q(datatype)}")
     params = _object(item.get("parameters"), f"{where}: 'parameters'")
-    _check_params(params, where)
+    check_tensor(name, shape, datatype, params)
     size = params.get("binary_data_size")
     if size is not None:
         if type(size) is not int or size < 0:
@@ -176,21 +206,31 @@ def _parse_tensor(item: Any, index: int) -> _Tensor:
             raise InvalidInput(f"{where} has both 'data' and 'binary_data_size'")
     elif "data" not in item:
         raise InvalidInput(f"{where} has neither 'data' nor 'parameters.binary_data_size'")
-    return _Tensor(name, shape, datatype, item.get("data"), size)
+    return Tensor(name, shape, datatype, item.get("data"), size)
 
 
-def _rows(tensor: _Tensor, max_rows: int) -> int:
+def check_tensor(name: str, shape: list[int], datatype: str, params: Mapping[str, Any]) -> None:
+    """The checks on an input's header that do not depend on how it was encoded."""
+    where = f"input {quote(name)}"
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers")
+    if datatype not in _KNOWN_DATATYPES:
+        raise InvalidInput(f"{where}: unknown datatype {quote(datatype)}")
+    check_params(params, where)
+
+
+def _rows(tensor: Tensor, max_rows: int) -> int:
     shape = tensor.shape
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-        raise InvalidInput(f"{tensor.where}: shape {_q(shape)} must be [N] or [N, 1]")
+        raise InvalidInput(f"{tensor.where}: shape {quote(shape)} must be [N] or [N, 1]")
     if shape[0] < 1:
-        raise InvalidInput(f"{tensor.where}: shape {_q(shape)} has no rows")
+        raise InvalidInput(f"{tensor.where}: shape {quote(shape)} has no rows")
     if shape[0] > max_rows:
         raise PayloadTooLarge(f"{tensor.where} has {shape[0]} rows, over the limit of {max_rows}")
     return shape[0]
 
 
-def _flatten(tensor: _Tensor, rows: int) -> list[Any]:
+def _flatten(tensor: Tensor, rows: int) -> list[Any]:
     """The JSON data as a flat row-major list of ``rows`` scalars; iterative, for deep nesting."""
     if not isinstance(tensor.data, list):
         raise InvalidInput(f"{tensor.where}: 'data' must be a list")
@@ -206,21 +246,27 @@ def _flatten(tensor: _Tensor, rows: int) -> list[Any]:
             flat.append(item)
         else:
             stack.pop()
-    if len(flat) != rows:
-        raise InvalidInput(
-            f"{tensor.where} has {len(flat)} data elements, shape {_q(tensor.shape)} needs {rows}"
-        )
+    _check_count(tensor, len(flat), rows)
     return flat
 
 
-def _numeric_column(tensor: _Tensor, rows: int) -> np.ndarray:
+def _check_count(tensor: Tensor, elements: int, rows: int) -> None:
+    if elements != rows:
+        needs = f"shape {quote(tensor.shape)} needs {rows}"
+        raise InvalidInput(f"{tensor.where} has {elements} data elements, {needs}")
+
+
+def _numeric_column(tensor: Tensor, rows: int) -> np.ndarray:
     dtype = _NUMERIC[tensor.datatype]
-    if tensor.raw is not None:
+    if tensor.values is not None:
+        _check_count(tensor, len(tensor.values), rows)
+        values: np.ndarray = tensor.values
+    elif tensor.raw is not None:
         need = rows * dtype.itemsize
         if len(tensor.raw) != need:
             got = len(tensor.raw)
             raise InvalidInput(f"{tensor.where}: {got} bytes of {tensor.datatype}, needs {need}")
-        values: np.ndarray = np.frombuffer(tensor.raw, dtype=dtype)
+        values = np.frombuffer(tensor.raw, dtype=dtype)
     else:
         flat = _flatten(tensor, rows)
         if dtype.kind == "f":
@@ -232,18 +278,30 @@ def _numeric_column(tensor: _Tensor, rows: int) -> np.ndarray:
             kind = f"integers in the range of {tensor.datatype}"
         bad = next((i for i, good in enumerate(ok) if not good), None)
         if bad is not None:
-            raise InvalidInput(f"{tensor.where}: data must be {kind}, got {_q(flat[bad])}")
+            raise InvalidInput(f"{tensor.where}: data must be {kind}, got {quote(flat[bad])}")
         values = np.array(flat, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         return values.astype(np.float32)
 
 
-def _bytes_column(tensor: _Tensor, rows: int) -> np.ndarray:
+def _utf8(tensor: Tensor, index: int, value: str | bytes | memoryview) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value, "utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{tensor.where}: element {index} is not UTF-8") from None
+
+
+def _bytes_column(tensor: Tensor, rows: int) -> np.ndarray:
     if tensor.raw is None:
         texts = _flatten(tensor, rows)
         bad = next((i for i, v in enumerate(texts) if not isinstance(v, str)), None)
-        if bad is not None:
-            raise InvalidInput(f"{tensor.where}: BYTES data must be strings, got {_q(texts[bad])}")
+        if bad is not None and all(isinstance(v, str | bytes) for v in texts):
+            texts = [_utf8(tensor, i, v) for i, v in enumerate(texts)]  # gRPC bytes_contents
+        elif bad is not None:
+            got = quote(texts[bad])
+            raise InvalidInput(f"{tensor.where}: BYTES data must be strings, got {got}")
     else:
         raw, pos, texts = tensor.raw, 0, []
         while pos < len(raw) and len(texts) < rows:
@@ -251,10 +309,7 @@ def _bytes_column(tensor: _Tensor, rows: int) -> np.ndarray:
             length = _LENGTH.unpack_from(raw, pos)[0] if len(raw) - pos >= 4 else len(raw)
             if length > len(raw) - pos - 4:
                 raise InvalidInput(f"{tensor.where}: binary element {len(texts)} is truncated")
-            try:
-                texts.append(str(raw[pos + 4 : pos + 4 + length], "utf-8"))
-            except UnicodeDecodeError:
-                raise InvalidInput(f"{tensor.where}: element {len(texts)} is not UTF-8") from None
+            texts.append(_utf8(tensor, len(texts), raw[pos + 4 : pos + 4 + length]))
             pos += 4 + length
         if len(texts) != rows or pos != len(raw):
             raise InvalidInput(f"{tensor.where}: binary data is not exactly {rows} elements")
@@ -263,7 +318,7 @@ def _bytes_column(tensor: _Tensor, rows: int) -> np.ndarray:
     return column
 
 
-def _column(tensor: _Tensor, spec: InputSpec, rows: int) -> np.ndarray:
+def _column(tensor: Tensor, spec: InputSpec, rows: int) -> np.ndarray:
     if spec.datatype == "BYTES" and tensor.datatype == "BYTES":
         return _bytes_column(tensor, rows)
     if spec.datatype != "BYTES" and tensor.datatype in _NUMERIC:
@@ -272,7 +327,9 @@ def _column(tensor: _Tensor, spec: InputSpec, rows: int) -> np.ndarray:
     raise InvalidInput(f"{tensor.where} has datatype {tensor.datatype}, expected {expected}")
 
 
-def _decode_outputs(raw: Any, binary_default: bool) -> list[RequestedOutput] | None:
+def decode_outputs(raw: Any, binary_default: bool) -> list[RequestedOutput] | None:
+    """The requested outputs (JSON objects ``{"name", "parameters"?}``); None: all of them.
+    An output is binary as its ``binary_data`` parameter says, else ``binary_default``."""
     if raw is None or raw == []:
         return None
     if not isinstance(raw, list):
@@ -281,9 +338,9 @@ def _decode_outputs(raw: Any, binary_default: bool) -> list[RequestedOutput] | N
     for index, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidInput(f"outputs[{index}] must be a JSON object with a string 'name'")
-        where = f"output {_q(item['name'])}"
+        where = f"output {quote(item['name'])}"
         params = _object(item.get("parameters"), f"{where}: 'parameters'")
-        _check_params(params, where)
+        check_params(params, where)
         binary = params.get("binary_data", binary_default)
         if not isinstance(binary, bool):
             raise InvalidInput(f"{where}: 'binary_data' must be a boolean")
@@ -327,25 +384,15 @@ def decode_request(
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("request 'id' must be a string")
     parameters = _object(doc.get("parameters"), "request 'parameters'")
-    binary_default = parameters.get("binary_data_output", False)
-    if not isinstance(binary_default, bool):
-        raise InvalidInput("request parameter 'binary_data_output' must be a boolean")
-    outputs = _decode_outputs(doc.get("outputs"), binary_default)
+    outputs = decode_outputs(doc.get("outputs"), binary_default(parameters, False))
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("request 'inputs' must be a non-empty list")
 
-    specs = {spec.name: spec for spec in inputs}
-    tensors: dict[str, _Tensor] = {}
+    tensors: list[Tensor] = []
     offset = 0
     for index, item in enumerate(raw_inputs):
         tensor = _parse_tensor(item, index)
-        if tensor.name in tensors:
-            raise InvalidInput(f"{tensor.where} is given more than once")
-        if tensor.name not in specs and unknown_inputs != "ignore":
-            known = ", ".join(_q(name) for name in list(specs)[:5])
-            more = ", ..." if len(specs) > 5 else ""
-            raise InvalidInput(f"unknown {tensor.where} (the model's inputs: {known}{more})")
         if tensor.size is not None:
             left = len(binary) - offset
             if tensor.size > left:
@@ -353,22 +400,66 @@ def decode_request(
                 raise InvalidInput(f"binary data for {tensor.where} is truncated: {needs}")
             tensor.raw = binary[offset : offset + tensor.size]
             offset += tensor.size
-        tensors[tensor.name] = tensor
+        tensors.append(tensor)
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data belong to no input")
-    missing = [name for name in specs if name not in tensors]
+    decoded = assemble(
+        tensors,
+        inputs,
+        request_id=request_id,
+        outputs=outputs,
+        parameters=parameters,
+        max_rows=max_rows,
+        unknown_inputs=unknown_inputs,
+    )
+    ensure_unique_keys(header, _members(doc))
+    return decoded
+
+
+def binary_default(parameters: Mapping[str, Any], default: bool) -> bool:
+    """The request parameter ``binary_data_output``: whether outputs that do not say are sent
+    as binary. REST's default is JSON (False), gRPC's raw contents (True, as Triton does)."""
+    value = parameters.get("binary_data_output", default)
+    if not isinstance(value, bool):
+        raise InvalidInput("request parameter 'binary_data_output' must be a boolean")
+    return value
+
+
+def assemble(
+    tensors: list[Tensor],
+    inputs: list[InputSpec],
+    *,
+    request_id: str | None,
+    outputs: list[RequestedOutput] | None,
+    parameters: dict[str, Any],
+    max_rows: int,
+    unknown_inputs: Literal["reject", "ignore"] = "reject",
+) -> V2Request:
+    """A request's input tensors, in the order sent, as one column per model input: each
+    input once, none unknown (unless ``unknown_inputs`` is ``"ignore"``), none missing, all
+    of the same row count; ``InvalidInput`` (``PayloadTooLarge`` past ``max_rows``) else."""
+    specs = {spec.name: spec for spec in inputs}
+    named: dict[str, Tensor] = {}
+    for tensor in tensors:
+        if tensor.name in named:
+            raise InvalidInput(f"{tensor.where} is given more than once")
+        if tensor.name not in specs and unknown_inputs != "ignore":
+            known = ", ".join(quote(name) for name in list(specs)[:5])
+            more = ", ..." if len(specs) > 5 else ""
+            raise InvalidInput(f"unknown {tensor.where} (the model's inputs: {known}{more})")
+        named[tensor.name] = tensor
+    missing = [name for name in specs if name not in named]
     if missing:
-        raise InvalidInput(f"missing input {_q(missing[0])} ({len(missing)} missing in all)")
+        raise InvalidInput(f"missing input {quote(missing[0])} ({len(missing)} missing in all)")
 
     rows = 0
     for spec in inputs:
-        tensor = tensors[spec.name]
+        tensor = named[spec.name]
         n = _rows(tensor, max_rows)
         if rows and n != rows:
             raise InvalidInput(f"{tensor.where} has {n} rows, earlier inputs have {rows}")
         rows = n
-    columns = {spec.name: _column(tensors[spec.name], spec, rows) for spec in inputs}
-    ensure_unique_keys(header, _members(doc))
+    columns = {spec.name: _column(named[spec.name], spec, rows) for spec in inputs}
     return V2Request(request_id, columns, rows, outputs, parameters)
 
 
@@ -381,7 +472,7 @@ def _members(doc: dict[str, Any]) -> int:
     found = len(doc)
     for key, value in doc.items():
         if key not in ("inputs", "outputs"):
-            found += free_form(value, f"request {_q(key)}")
+            found += free_form(value, f"request {quote(key)}")
     for key in ("inputs", "outputs"):
         for index, item in enumerate(doc.get(key) or ()):
             if isinstance(item, dict):
@@ -392,7 +483,8 @@ def _members(doc: dict[str, Any]) -> int:
     return found
 
 
-def _wire_datatype(name: str, array: np.ndarray) -> str:
+def wire_datatype(name: str, array: np.ndarray) -> str:
+    """The V2 datatype that carries an output array."""
     if array.dtype.kind in "OUS":
         return "BYTES"
     datatype = _OUTPUT_DATATYPES.get(array.dtype.str[1:])
@@ -401,11 +493,28 @@ def _wire_datatype(name: str, array: np.ndarray) -> str:
     return datatype
 
 
-def _binary(array: np.ndarray, datatype: str) -> bytes:
+def binary_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """An output's binary form: little-endian values, or BYTES as length-prefixed items."""
     if datatype == "BYTES":  # bytes elements go through as they are
         items = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist()]
         return b"".join(_LENGTH.pack(len(item)) + item for item in items)
     return np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+
+
+def choose_outputs(
+    outputs: list[tuple[str, np.ndarray]],
+    requested: list[RequestedOutput] | None,
+    binary_default: bool,
+) -> list[tuple[str, np.ndarray, bool]]:
+    """The outputs to send, in order, each with whether it goes as binary: every one (binary
+    iff ``binary_default``) when none was requested, else the requested ones as asked."""
+    if requested is None:
+        return [(name, array, binary_default) for name, array in outputs]
+    arrays = dict(outputs)
+    unknown = next((r.name for r in requested if r.name not in arrays), None)
+    if unknown is not None:
+        raise InvalidInput(f"unknown output {quote(unknown)}")
+    return [(r.name, arrays[r.name], r.binary) for r in requested]
 
 
 def encode_response(
@@ -425,22 +534,15 @@ def encode_response(
     the response's own (the protocol allows only bool, number and string values). Returns
     the body and the JSON header's length, or None when no output is binary (all JSON).
     """
-    arrays = dict(outputs)
-    if requested is None:
-        chosen = [(name, array, binary_default) for name, array in outputs]
-    else:
-        unknown = next((r.name for r in requested if r.name not in arrays), None)
-        if unknown is not None:
-            raise InvalidInput(f"unknown output {_q(unknown)}")
-        chosen = [(r.name, arrays[r.name], r.binary) for r in requested]
+    chosen = choose_outputs(outputs, requested, binary_default)
     entries: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, value, binary in chosen:
         array = np.asarray(value)
-        datatype = _wire_datatype(name, array)
+        datatype = wire_datatype(name, array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            chunk = _binary(array, datatype)
+            chunk = binary_bytes(array, datatype)
             chunks.append(chunk)
             entry["parameters"] = {"binary_data_size": len(chunk)}
         elif datatype == "BYTES":
@@ -461,3 +563,49 @@ def encode_response(
     if any(binary for _, _, binary in chosen):
         return header + b"".join(chunks), len(header)
     return header, None
+
+
+def response_parameters(warnings: list[Finding], count: int) -> dict[str, int | str] | None:
+    """The input-check warnings of an answer as V2 response parameters: the protocol allows
+    only bool, number and string values, so the list travels as a JSON string (in gRPC as a
+    ``string_param``), beside ``warning_count``; None when there is nothing to say."""
+    body = warnings_body(warnings, count)
+    if not body:
+        return None
+    return {
+        "warnings": orjson.dumps(body["warnings"]).decode(),
+        "warning_count": body["warning_count"],
+    }
+
+
+def model_metadata(meta: ModelMetadata) -> dict[str, Any]:
+    """A model's V2 metadata (``GET /v2/models/{name}``, gRPC ``ModelMetadata``)."""
+    return {
+        "name": meta.name,
+        "versions": [meta.version],
+        "platform": "onnxruntime_onnx",
+        "inputs": [
+            {"name": f.name, "datatype": DATATYPES[f.dtype], "shape": [-1, 1]}
+            for f in meta.features
+        ],
+        "outputs": [
+            {"name": o.name, "datatype": DATATYPES[o.dtype], "shape": o.shape} for o in meta.outputs
+        ],
+    }
+
+
+def server_metadata(extensions: list[str]) -> dict[str, Any]:
+    """The server's V2 metadata (``GET /v2``, gRPC ``ServerMetadata``); ``extensions``: the
+    protocol extensions of that front (REST has ``binary_tensor_data``, gRPC none)."""
+    try:
+        version = importlib_metadata.version("kiln")
+    except importlib_metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"name": "kiln", "version": version, "extensions": extensions}
+
+
+def check_known_outputs(requested: list[RequestedOutput] | None, known: list[str]) -> None:
+    """Refuse a requested output the model does not have, before the model runs."""
+    for wanted in requested or []:
+        if wanted.name not in known:
+            raise InvalidInput(f"unknown output {wanted.name!r}; the model has {', '.join(known)}")

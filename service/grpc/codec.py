@@ -1,0 +1,169 @@
+"""Open Inference Protocol gRPC codec: a ``ModelInferRequest`` as model columns, output
+arrays as a ``ModelInferResponse``, by the REST codec's rules (service/codecs/v2.py).
+
+Only the wire differs. Each input tensor becomes a :class:`service.codecs.v2.Tensor` and
+:func:`service.codecs.v2.assemble` does the rest (inputs the model has, shapes ``[N]`` and
+``[N, 1]``, datatypes, the row limit), so a request both fronts would refuse is refused with
+the same message. An input carries its values either in ``raw_input_contents`` (one entry per
+input, in the inputs' order: little-endian values, BYTES as 4-byte little-endian lengths each
+followed by its bytes; ``tritonclient.grpc`` sends this) or in the typed ``contents`` field of
+its datatype (``fp32_contents`` for FP32, ``bytes_contents`` for BYTES, ...); never both.
+
+Outputs go back as ``raw_output_contents`` (what ``tritonclient.grpc`` reads; Triton answers
+so) unless the request says otherwise: the request parameter ``binary_data_output`` false,
+or ``binary_data`` false on every requested output, answers typed ``contents``. The protocol
+allows one or the other for a whole response (``raw_output_contents`` is indexed like
+``outputs``), so one output asking for raw makes them all raw. Parameters (``InferParameter``)
+read as plain bool, int, float and str values, as in JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+from kiln.errors import InvalidInput
+from service.codecs import v2
+from service.grpc.proto import open_inference_grpc_pb2 as pb
+
+__all__ = ["decode_request", "encode_response", "parameter", "parameters"]
+
+# The typed contents field of each datatype (FP16 and BF16 have none: raw only).
+_FIELDS: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+# Typed float contents are numbers by construction: taken as an array, not checked one by one.
+_FLOATS = {"FP32": np.float32, "FP64": np.float64}
+
+
+def parameters(entries: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
+    """``InferParameter`` values as plain ones (an unset one is None)."""
+    found: dict[str, Any] = {}
+    for key, value in entries.items():
+        choice = value.WhichOneof("parameter_choice")
+        found[key] = None if choice is None else getattr(value, choice)
+    return found
+
+
+def parameter(value: bool | int | float | str) -> pb.InferParameter:
+    """A plain value as an ``InferParameter``."""
+    if isinstance(value, bool):
+        return pb.InferParameter(bool_param=value)
+    if isinstance(value, int):
+        return pb.InferParameter(int64_param=value)
+    if isinstance(value, float):
+        return pb.InferParameter(double_param=value)
+    return pb.InferParameter(string_param=value)
+
+
+def _contents(item: pb.ModelInferRequest.InferInputTensor, tensor: v2.Tensor) -> None:
+    """Fill ``tensor`` from the typed contents of ``item``."""
+    field = _FIELDS.get(item.datatype)
+    others = [f.name for f, _ in item.contents.ListFields() if f.name != field]
+    if others:
+        wants = f"in {field}" if field else "only in raw_input_contents"
+        raise InvalidInput(f"{tensor.where}: datatype {item.datatype} carries its values {wants}")
+    if field is None:
+        raise InvalidInput(f"{tensor.where}: datatype {item.datatype} has no typed contents")
+    values = getattr(item.contents, field)
+    if item.datatype in _FLOATS:
+        tensor.values = np.array(values, dtype=_FLOATS[item.datatype])
+    else:
+        tensor.data = list(values)
+
+
+def decode_request(
+    request: pb.ModelInferRequest,
+    inputs: list[v2.InputSpec],
+    *,
+    max_rows: int,
+    unknown_inputs: Literal["reject", "ignore"] = "reject",
+) -> v2.V2Request:
+    """Decode a ``ModelInferRequest`` into one column per model feature, as REST decodes.
+
+    Raises ``InvalidInput`` for a malformed request and ``PayloadTooLarge`` for one with more
+    than ``max_rows`` rows.
+    """
+    params = parameters(request.parameters)
+    requested = [{"name": o.name, "parameters": parameters(o.parameters)} for o in request.outputs]
+    outputs = v2.decode_outputs(requested, v2.binary_default(params, True))
+    if not request.inputs:
+        raise InvalidInput("request 'inputs' must be a non-empty list")
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        count = f"{len(raw)} entries for {len(request.inputs)} inputs"
+        raise InvalidInput(f"raw_input_contents has {count}: one per input, or none")
+    tensors: list[v2.Tensor] = []
+    for index, item in enumerate(request.inputs):
+        shape = list(item.shape)
+        v2.check_tensor(item.name, shape, item.datatype, parameters(item.parameters))
+        tensor = v2.Tensor(item.name, shape, item.datatype, [])
+        if raw:
+            if item.HasField("contents"):
+                where = tensor.where
+                raise InvalidInput(f"{where} has contents, and raw_input_contents is used")
+            tensor.raw = raw[index]
+        else:
+            _contents(item, tensor)
+        tensors.append(tensor)
+    return v2.assemble(
+        tensors,
+        inputs,
+        request_id=request.id or None,
+        outputs=outputs,
+        parameters=params,
+        max_rows=max_rows,
+        unknown_inputs=unknown_inputs,
+    )
+
+
+def _typed(tensor: pb.ModelInferResponse.InferOutputTensor, array: np.ndarray) -> None:
+    field = getattr(tensor.contents, _FIELDS[tensor.datatype])
+    items = array.reshape(-1).tolist()
+    if tensor.datatype == "BYTES":
+        field.extend(v if isinstance(v, bytes) else str(v).encode() for v in items)
+    else:
+        field.extend(items)
+
+
+def encode_response(
+    *,
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: list[tuple[str, np.ndarray]],
+    requested: list[v2.RequestedOutput] | None,
+    binary_default: bool,
+    response_parameters: Mapping[str, bool | int | float | str] | None = None,
+) -> pb.ModelInferResponse:
+    """Output arrays as a ``ModelInferResponse``; the arguments as REST's
+    :func:`service.codecs.v2.encode_response` takes them."""
+    chosen = v2.choose_outputs(outputs, requested, binary_default)
+    raw = any(binary for _, _, binary in chosen)
+    response = pb.ModelInferResponse(
+        model_name=model_name, model_version=model_version, id=request_id or ""
+    )
+    for key, plain in (response_parameters or {}).items():
+        response.parameters[key].CopyFrom(parameter(plain))
+    for name, value, _ in chosen:
+        array = np.asarray(value)
+        datatype = v2.wire_datatype(name, array)
+        tensor = response.outputs.add(name=name, datatype=datatype, shape=array.shape)
+        if raw:
+            response.raw_output_contents.append(v2.binary_bytes(array, datatype))
+        else:
+            _typed(tensor, array)
+    return response

@@ -1,0 +1,160 @@
+"""The gRPC server of one worker: built and started on the worker's running event loop, and
+stopped gracefully at shutdown (service/bento.py's start-up and shutdown hooks).
+
+Every BentoML worker is its own process with its own data plane, so each starts its own
+``grpc.aio`` server on the same port with ``SO_REUSEPORT``: the kernel spreads connections
+over the workers as it does the HTTP port's. The host is the HTTP server's (the address of
+the listening socket BentoML hands the worker), so ``--host 127.0.0.1`` keeps both ports on
+loopback. A message larger than ``KILN_SERVE_MAX_BODY_BYTES`` is refused by grpcio itself
+(RESOURCE_EXHAUSTED) before it is parsed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from kiln.errors import KilnError
+from service.access import KeyRing
+from service.dataplane import DataPlane
+from service.grpc.health import SERVICE_NAME, Readiness
+from service.grpc.keys import KeyInterceptor
+from service.grpc.proto import open_inference_grpc_pb2 as pb
+from service.grpc.proto import open_inference_grpc_pb2_grpc as pb_grpc
+from service.grpc.servicer import CallCounter, InferenceServicer
+from service.settings import ServingSettings
+
+__all__ = ["GrpcFront", "http_host", "start"]
+
+log = logging.getLogger("kiln.service")
+
+_LOOPBACK = "127.0.0.1"
+
+
+def http_host(argv: list[str] | None = None) -> str:
+    """The address the worker's HTTP socket listens on (BentoML passes it as ``--fd N``);
+    loopback when there is none (the service run in-process)."""
+    args = sys.argv if argv is None else argv
+    try:
+        fd = int(args[args.index("--fd") + 1])
+    except (ValueError, IndexError):
+        return _LOOPBACK
+    try:
+        # a duplicate, so that closing it leaves the HTTP server's socket alone
+        with socket.socket(fileno=socket.dup(fd)) as listening:
+            host = listening.getsockname()[0]
+    except OSError:
+        return _LOOPBACK
+    return str(host)
+
+
+@functools.cache
+def _calls_family(registry: Any) -> Any:
+    """``kiln_grpc_requests_total``, made once per registry (workers: BentoML's multiprocess
+    one); its labels are this front's own RPC names and gRPC's status code names."""
+    from prometheus_client import Counter
+
+    return Counter(
+        "kiln_grpc_requests_total",
+        "Calls answered on the gRPC port, by RPC and status code (grpc.health.v1 not counted).",
+        ["method", "code"],
+        registry=registry,
+    )
+
+
+def call_counter(registry: Any = None) -> CallCounter:
+    """A counter of answered calls in ``registry`` (None: the default one)."""
+    if registry is None:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    family = _calls_family(registry)
+    children: dict[tuple[str, grpc.StatusCode], Any] = {}
+
+    def count(method: str, code: grpc.StatusCode) -> None:
+        child = children.get((method, code))
+        if child is None:
+            child = children[(method, code)] = family.labels(method, code.name)
+        child.inc()
+
+    return count
+
+
+def _reflection_pool() -> descriptor_pool.DescriptorPool:
+    """The three services' files in one pool: the protocol's own stubs live in a pool of
+    their own (proto/, ``make protos`` says why), the health and reflection ones in the
+    default pool."""
+    pool = descriptor_pool.DescriptorPool()
+    for file in (pb.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        pool.AddSerializedFile(file.serialized_pb)
+    return pool
+
+
+@dataclass
+class GrpcFront:
+    """A started gRPC server: its port (the one bound, for port 0 in tests) and health."""
+
+    server: grpc.aio.Server
+    health: Readiness
+    host: str
+    port: int
+
+    async def stop(self, grace: float) -> None:
+        """NOT_SERVING at once, new calls refused, calls in progress given ``grace`` seconds."""
+        await self.health.stop()
+        await self.server.stop(grace)
+
+
+async def start(
+    settings: ServingSettings,
+    plane: Callable[[], DataPlane | None],
+    keys: KeyRing | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    registry: Any = None,
+) -> GrpcFront:
+    """Build and start the gRPC server on the running loop; raise ``KilnError`` when the
+    port cannot be bound. ``host``/``port`` default to the HTTP server's host and
+    ``grpc_port``; ``registry`` (None: the default) holds the call counter."""
+    host = http_host() if host is None else host
+    port = settings.grpc_port if port is None else port
+    server = grpc.aio.server(
+        interceptors=[KeyInterceptor(keys)] if keys is not None and keys.enabled else [],
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ],
+    )
+    servicer = InferenceServicer(
+        plane, max_concurrency=settings.max_concurrency, count=call_counter(registry)
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    health = Readiness(plane)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if settings.grpc_reflection:
+        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        reflection.enable_server_reflection(
+            (*names, reflection.SERVICE_NAME), server, pool=_reflection_pool()
+        )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise KilnError(f"the gRPC port {address} cannot be bound: {exc}") from None
+    if not bound:
+        raise KilnError(f"the gRPC port {address} cannot be bound")
+    await server.start()
+    health.start()
+    log.info("gRPC (Open Inference Protocol) listening on %s:%d", host, bound)
+    return GrpcFront(server, health, host, bound)
