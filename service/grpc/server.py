@@ -6,7 +6,9 @@ Every BentoML worker is its own process with its own data plane, so each starts 
 over the workers as it does the HTTP port's. The host is the HTTP server's (the address of
 the listening socket BentoML hands the worker), so ``--host 127.0.0.1`` keeps both ports on
 loopback. A message larger than ``KILN_SERVE_MAX_BODY_BYTES`` is refused by grpcio itself
-(RESOURCE_EXHAUSTED) before it is parsed.
+(RESOURCE_EXHAUSTED) before it is parsed; one that does not parse as its RPC's request is
+INVALID_ARGUMENT naming the message type (:func:`register`: grpcio alone would answer
+UNKNOWN, as for a bug of the server's).
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import functools
 import logging
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
@@ -30,11 +33,10 @@ from service.dataplane import DataPlane
 from service.grpc.health import SERVICE_NAME, Readiness
 from service.grpc.keys import KeyInterceptor
 from service.grpc.proto import open_inference_grpc_pb2 as pb
-from service.grpc.proto import open_inference_grpc_pb2_grpc as pb_grpc
 from service.grpc.servicer import CallCounter, InferenceServicer
 from service.settings import ServingSettings
 
-__all__ = ["GrpcFront", "http_host", "start"]
+__all__ = ["GrpcFront", "http_host", "register", "start"]
 
 log = logging.getLogger("kiln.service")
 
@@ -90,6 +92,53 @@ def call_counter(registry: Any = None) -> CallCounter:
     return count
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """What the request deserializer hands on for bytes that are not its message."""
+
+    problem: str
+
+
+def _parser(message: type[Message]) -> Callable[[bytes], Message | _Undecodable]:
+    def parse(data: bytes) -> Message | _Undecodable:
+        try:
+            return message.FromString(data)
+        except DecodeError as exc:
+            name = message.DESCRIPTOR.full_name
+            return _Undecodable(f"the message is not a valid {name}: {exc}")
+
+    return parse
+
+
+def _guarded(behaviour: Callable[[Any, Any], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem)
+        return await behaviour(request, context)
+
+    return call
+
+
+def register(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Add the protocol's RPCs to ``server``, as the generated
+    ``add_GRPCInferenceServiceServicer_to_server`` does (its methods and message types read
+    from the same descriptor), but with a request that does not parse answered
+    INVALID_ARGUMENT."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for method in service.methods:
+        request = getattr(pb, method.input_type.name)
+        response = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _guarded(getattr(servicer, method.name)),
+            request_deserializer=_parser(request),
+            response_serializer=response.SerializeToString,
+        )
+    generic = grpc.method_handlers_generic_handler(service.full_name, handlers)
+    server.add_generic_rpc_handlers((generic,))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
 def _reflection_pool() -> descriptor_pool.DescriptorPool:
     """The three services' files in one pool: the protocol's own stubs live in a pool of
     their own (proto/, ``make protos`` says why), the health and reflection ones in the
@@ -139,7 +188,7 @@ async def start(
     servicer = InferenceServicer(
         plane, max_concurrency=settings.max_concurrency, count=call_counter(registry)
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    register(servicer, server)
     health = Readiness(plane)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if settings.grpc_reflection:
