@@ -37,7 +37,7 @@ from tests.deploy.conftest import SCRIPT, docker
 
 DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 IMAGE = "kiln-test"
-GRACE_SECONDS = 30  # docker stop -t; the Kubernetes pod allows 45 s
+GRACE_SECONDS = 30  # docker stop -t; the Kubernetes pod allows 50 s
 
 
 def free_port() -> int:

@@ -374,13 +374,15 @@ def test_shutdown_outlasts_the_request_timeout(rendered: dict[str, list[Doc]]) -
     for name, docs in rendered.items():
         settings = configmap(docs, "kiln-serve")["data"]
         timeout = float(settings["KILN_SERVE_TIMEOUT"])
+        grpc_grace = float(settings["KILN_SERVE_GRPC_GRACE_SECONDS"])
         pod = one(docs, "Deployment", "kiln")["spec"]["template"]["spec"]
         container = server(docs)
         pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert pre_stop > 0
-        # Drained from the endpoints first, then every request in flight may take the
-        # whole timeout before SIGKILL.
-        assert pod["terminationGracePeriodSeconds"] > pre_stop + timeout, name
+        # Drained from the endpoints first, then every HTTP request in flight may take the
+        # whole timeout, and only then is the gRPC server stopped (BentoML's shutdown hook
+        # runs after uvicorn's drain), its calls given their grace, before SIGKILL.
+        assert pod["terminationGracePeriodSeconds"] > pre_stop + timeout + grpc_grace, name
         assert container["envFrom"] == [
             {"configMapRef": {"name": configmap(docs, "kiln-serve")["metadata"]["name"]}}
         ]
