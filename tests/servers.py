@@ -26,6 +26,7 @@ T = TypeVar("T")
 __all__ = [
     "free_port",
     "hey_statuses",
+    "kiln_grpc_server",
     "kiln_process",
     "kiln_server",
     "prometheus_query",
@@ -85,12 +86,15 @@ def kiln_process(
     """`bentoml serve` from the repository root, as a user runs it, serving exactly the
     versions in ``served_models``; yields its URL and process once ``wait_for`` answers 200.
     ``settings`` are environment variables (``KILN_SERVE_*``, or ``BENTOML_HOME`` for another
-    store). Stopped on the way out, if it still runs."""
+    store). The gRPC front is off unless ``settings`` give it a port (:func:`kiln_grpc_server`
+    does): its default port is one for the whole machine, which servers started side by side
+    would share (SO_REUSEPORT). Stopped on the way out, if it still runs."""
     port = free_port()
     env = {
         **os.environ,
         "KILN_SERVE_MODELS": json.dumps([m.tag for m in served_models.values()]),
         "KILN_SERVE_BATCH": '{"max_batch_rows": 64, "max_wait_ms": 10}',
+        "KILN_SERVE_GRPC_PORT": "0",
         **settings,
     }
     bentoml = Path(sys.executable).parent / "bentoml"
@@ -110,6 +114,30 @@ def kiln_server(
     """:func:`kiln_process`, yielding only the URL."""
     with kiln_process(served_models, log, wait_for=wait_for, **settings) as (url, _):
         yield url
+
+
+@contextmanager
+def kiln_grpc_server(
+    served_models: dict[str, Any], log: Path, *, wait_for: str = "/readyz", **settings: str
+) -> Iterator[tuple[str, str]]:
+    """:func:`kiln_process` with its gRPC front on a free port of 127.0.0.1: yields the HTTP
+    URL and the gRPC target (``127.0.0.1:PORT``) once both take connections."""
+    import grpc
+
+    port = free_port()
+    settings = {"KILN_SERVE_GRPC_PORT": str(port), **settings}
+    with kiln_process(served_models, log, wait_for=wait_for, **settings) as (url, process):
+        target = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        with grpc.insecure_channel(target) as channel:
+            while True:  # the HTTP side answered: the gRPC side starts in the same workers
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=1)
+                    break
+                except grpc.FutureTimeoutError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"no gRPC on {target}:\n{log.read_text()[-3000:]}")
+        yield url, target
 
 
 @contextmanager
