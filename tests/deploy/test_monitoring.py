@@ -45,6 +45,7 @@ PANEL_TITLES = {
     "Mean rows per batch",
     "Batch size distribution",
     "Predictions by class",
+    "gRPC calls by method and code",
     "Model versions",
     "Ready state",
     "Top drifting features",
