@@ -186,7 +186,10 @@ async def start(
         ],
     )
     servicer = InferenceServicer(
-        plane, max_concurrency=settings.max_concurrency, count=call_counter(registry)
+        plane,
+        max_concurrency=settings.max_concurrency,
+        timeout=settings.timeout,
+        count=call_counter(registry),
     )
     register(servicer, server)
     health = Readiness(plane)

@@ -14,10 +14,13 @@ REST sends as ``error``. What differs from REST, and why:
 - ``KILN_SERVE_MAX_CONCURRENCY`` counts this front's calls apart from REST's requests (each
   front is limited to it in each worker); ``ServerLive``, ``ServerReady`` and health calls are
   never limited, as REST's health routes.
+- ``KILN_SERVE_TIMEOUT`` bounds a ``ModelInfer`` as it bounds a REST request (504 there,
+  DEADLINE_EXCEEDED here, with the same words); a client's own deadline may be shorter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -53,10 +56,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         plane: Callable[[], DataPlane | None],
         *,
         max_concurrency: int | None = None,
+        timeout: float | None = None,
         count: CallCounter | None = None,
     ) -> None:
         self._plane = plane
         self._limit = max_concurrency
+        self._timeout = timeout
         self._active = 0
         self._count = count or (lambda method, code: None)
 
@@ -138,15 +143,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self._count("ModelInfer", AT_LIMIT)
             await context.abort(AT_LIMIT, at_limit_message(self._limit), RETRY_PUSHBACK)
         self._active += 1
+        deadline = asyncio.timeout(self._timeout)
         try:
-            return await self._infer(request, context)
-        except (KilnError, grpc.aio.AbortError):
+            async with deadline:
+                return await self._infer(request, context)
+        except grpc.aio.AbortError:
             raise
-        except Exception:
-            # Bad input is a Kiln error by now; anything else is ours, logged, and INTERNAL.
-            log.exception("unexpected error in ModelInfer")
-            self._count("ModelInfer", grpc.StatusCode.INTERNAL)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                # the words of REST's 504 (service/traffic.py, as BentoML's own)
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+                message = f"Not able to process the request in {self._timeout} seconds"
+            else:  # bad input is a Kiln error by now: anything else is ours, and logged
+                log.exception("unexpected error in ModelInfer")
+                code, message = grpc.StatusCode.INTERNAL, "internal error"
+            self._count("ModelInfer", code)
+            await context.abort(code, message)
             raise
         finally:
             self._active -= 1

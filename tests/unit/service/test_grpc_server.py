@@ -56,6 +56,7 @@ class FakePlane:
         self.errors: list[str] = []
         self.overloaded = False
         self.gate: asyncio.Event | None = None
+        self.bug: Exception | None = None
 
     @property
     def ready(self) -> bool:  # as service.models.ModelSet.ready
@@ -81,6 +82,8 @@ class FakePlane:
     ) -> Inference:
         if self.gate is not None:
             await self.gate.wait()
+        if self.bug is not None:
+            raise self.bug
         return Inference(SUM, {"total": columns["a"] + columns["b"]}, [], 0)  # type: ignore[arg-type]
 
 
@@ -95,10 +98,18 @@ def request(rows: int = 2, model: str = "sum") -> pb.ModelInferRequest:
 Body = Callable[[pb_grpc.GRPCInferenceServiceStub, grpc.aio.Channel, FakePlane], Awaitable[None]]
 
 
-def serve(body: Body, *, keys: KeyRing | None = None, starting: bool = False, **env: Any) -> None:
+def serve(
+    body: Body,
+    *,
+    keys: KeyRing | None = None,
+    starting: bool = False,
+    registry: CollectorRegistry | None = None,
+    **env: Any,
+) -> None:
     """Run ``body`` against a started front on a free loopback port, then stop it."""
     settings = ServingSettings(grpc_port=0, **env)
     plane = FakePlane(settings)
+    registry = CollectorRegistry() if registry is None else registry
 
     async def main() -> None:
         front = await start(
@@ -107,7 +118,7 @@ def serve(body: Body, *, keys: KeyRing | None = None, starting: bool = False, **
             keys,
             host="127.0.0.1",
             port=0,
-            registry=CollectorRegistry(),
+            registry=registry,
         )
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{front.port}") as channel:
@@ -318,3 +329,39 @@ def test_the_host_is_the_http_sockets() -> None:
         assert listening.getsockname()[0] == "127.0.0.1"  # the HTTP socket is left open
     assert http_host(["worker"]) == "127.0.0.1"
     assert http_host(["worker", "--fd", "not-a-number"]) == "127.0.0.1"
+
+
+def test_past_the_timeout_deadline_exceeded_and_a_bug_is_internal() -> None:
+    async def body(stub: Any, channel: Any, plane: FakePlane) -> None:
+        plane.gate = asyncio.Event()
+        code, details = await code_of(stub.ModelInfer(request()))
+        assert code is Code.DEADLINE_EXCEEDED
+        assert details == "Not able to process the request in 0.2 seconds"
+        plane.gate.set()
+        plane.bug = RuntimeError("a bug of ours")
+        code, details = await code_of(stub.ModelInfer(request()))
+        assert (code, details) == (Code.INTERNAL, "internal error")
+        plane.bug = None
+        assert (await stub.ModelInfer(request())).model_name == "sum"
+
+    serve(body, timeout=0.2)
+
+
+def test_calls_are_counted_by_rpc_and_status() -> None:
+    registry = CollectorRegistry()
+
+    async def body(stub: Any, channel: Any, plane: FakePlane) -> None:
+        await stub.ModelInfer(request())
+        await stub.ModelInfer(request())
+        await code_of(stub.ModelInfer(request(model="nope")))
+        await stub.ServerLive(pb.ServerLiveRequest())
+
+    serve(body, registry=registry)
+
+    def count(method: str, code: str) -> float | None:
+        labels = {"method": method, "code": code}
+        return registry.get_sample_value("kiln_grpc_requests_total", labels)
+
+    assert count("ModelInfer", "OK") == 2
+    assert count("ModelInfer", "NOT_FOUND") == 1
+    assert count("ServerLive", "OK") == 1
