@@ -211,12 +211,12 @@ def _parse_tensor(item: Any, index: int) -> Tensor:
 
 def check_tensor(name: str, shape: list[int], datatype: str, params: Mapping[str, Any]) -> None:
     """The checks on an input's header that do not depend on how it was encoded."""
-    where = f"input {quote(name)}"
     if any(d < 0 for d in shape):
-        raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers")
+        raise InvalidInput(f"input {quote(name)}: 'shape' must be a list of non-negative integers")
     if datatype not in _KNOWN_DATATYPES:
-        raise InvalidInput(f"{where}: unknown datatype {quote(datatype)}")
-    check_params(params, where)
+        raise InvalidInput(f"input {quote(name)}: unknown datatype {quote(datatype)}")
+    if params:  # the name quoted only when there is something to check (per input, per call)
+        check_params(params, f"input {quote(name)}")
 
 
 def _rows(tensor: Tensor, max_rows: int) -> int:
