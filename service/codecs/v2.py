@@ -57,6 +57,8 @@ from service.codecs.jsonkeys import ensure_unique_keys
 __all__ = [
     "DATATYPES",
     "FEATURE_DATATYPES",
+    "FLOAT_DTYPES",
+    "TYPED_CONTENTS",
     "InputSpec",
     "RequestedOutput",
     "Tensor",
@@ -96,6 +98,27 @@ _KNOWN_DATATYPES = frozenset(_NUMERIC) | {"BOOL", "BYTES", "BF16"}
 # numpy dtype (kind + itemsize, byte order dropped) -> wire datatype, for outputs.
 _OUTPUT_DATATYPES = {dtype.str[1:]: name for name, dtype in _NUMERIC.items()} | {"b1": "BOOL"}
 _LENGTH = struct.Struct("<I")
+
+TYPED_CONTENTS: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+"""The gRPC protocol's ``InferTensorContents`` field of each datatype (service/grpc/codec.py);
+FP16 and BF16 have none (raw contents only)."""
+FLOAT_DTYPES: dict[str, np.dtype[Any]] = {
+    name: dtype for name, dtype in _NUMERIC.items() if dtype.kind == "f" and name in TYPED_CONTENTS
+}
+"""The datatypes whose typed contents are floats: numbers by construction, read as an array."""
 
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 40

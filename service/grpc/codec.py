@@ -30,24 +30,6 @@ from service.grpc.proto import open_inference_grpc_pb2 as pb
 
 __all__ = ["decode_request", "encode_response", "parameter", "parameters"]
 
-# The typed contents field of each datatype (FP16 and BF16 have none: raw only).
-_FIELDS: dict[str, str] = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
-# Typed float contents are numbers by construction: taken as an array, not checked one by one.
-_FLOATS = {"FP32": np.float32, "FP64": np.float64}
-
 
 def parameters(entries: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
     """``InferParameter`` values as plain ones (an unset one is None)."""
@@ -71,7 +53,7 @@ def parameter(value: bool | int | float | str) -> pb.InferParameter:
 
 def _contents(item: pb.ModelInferRequest.InferInputTensor, tensor: v2.Tensor) -> None:
     """Fill ``tensor`` from the typed contents of ``item``."""
-    field = _FIELDS.get(item.datatype)
+    field = v2.TYPED_CONTENTS.get(item.datatype)
     others = [f.name for f, _ in item.contents.ListFields() if f.name != field]
     if others:
         wants = f"in {field}" if field else "only in raw_input_contents"
@@ -79,8 +61,8 @@ def _contents(item: pb.ModelInferRequest.InferInputTensor, tensor: v2.Tensor) ->
     if field is None:
         raise InvalidInput(f"{tensor.where}: datatype {item.datatype} has no typed contents")
     values = getattr(item.contents, field)
-    if item.datatype in _FLOATS:
-        tensor.values = np.array(values, dtype=_FLOATS[item.datatype])
+    if item.datatype in v2.FLOAT_DTYPES:  # numbers by construction: no check one by one
+        tensor.values = np.array(values, dtype=v2.FLOAT_DTYPES[item.datatype])
     else:
         tensor.data = list(values)
 
@@ -131,9 +113,9 @@ def decode_request(
 
 
 def _typed(tensor: pb.ModelInferResponse.InferOutputTensor, array: np.ndarray) -> None:
-    field = getattr(tensor.contents, _FIELDS[tensor.datatype])
+    field = getattr(tensor.contents, v2.TYPED_CONTENTS[tensor.datatype])
     items = array.reshape(-1).tolist()
-    if tensor.datatype == "BYTES":
+    if array.dtype.kind in "OUS":  # BYTES, as v2.wire_datatype decides
         field.extend(v if isinstance(v, bytes) else str(v).encode() for v in items)
     else:
         field.extend(items)
