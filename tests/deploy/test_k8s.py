@@ -320,8 +320,8 @@ def test_grpc_readiness_component_swaps_only_the_readiness_probe(
     }
     before, after = leaves(rendered["cpu"]), leaves(docs)
     changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
-    readiness = ("Deployment", "kiln", "spec", "template", "spec", "containers", "[kiln]")
-    readiness = (*readiness, "readinessProbe")
+    container = ("Deployment", "kiln", "spec", "template", "spec", "containers", "[kiln]")
+    readiness = (*container, "readinessProbe")
     assert changed and all(p[: len(readiness)] == readiness for p in changed), sorted(changed)
 
 
