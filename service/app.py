@@ -37,7 +37,7 @@ from kiln.errors import (
 )
 from kiln.records import decode_instances, encode_predictions
 from service.bodies import ClientDisconnect, off_loop, read_body
-from service.codecs import v2
+from service.codecs import tensors, v2
 from service.codecs.bounds import check_structure, structure_budget
 from service.codecs.jsonkeys import ensure_unique_keys, payload_members
 from service.dataplane import DataPlane
@@ -235,7 +235,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
 
     @app.get("/v2")
     async def server_metadata() -> Response:
-        return _json(v2.server_metadata(["binary_tensor_data"]))
+        return _json(tensors.server_metadata(["binary_tensor_data"]))
 
     @app.get("/v2/health/live")
     async def server_live() -> Response:
@@ -251,7 +251,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
     async def v2_model_metadata(
         name: str, request: Request, version: str | None = None
     ) -> Response:
-        return _json(v2.model_metadata(_plane(request).get(name, version).metadata))
+        return _json(tensors.model_metadata(_plane(request).get(name, version).metadata))
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
@@ -269,7 +269,8 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
             header = request.headers.get(HEADER_LENGTH)
             if header is not None and not header.isdigit():
                 raise InvalidInput(f"{HEADER_LENGTH} must be a whole number, got {header[:20]!r}")
-            inputs = [v2.InputSpec.of_feature(f.name, f.dtype) for f in served.metadata.features]
+            features = served.metadata.features
+            inputs = [tensors.InputSpec.of_feature(f.name, f.dtype) for f in features]
             protocol = "v2" if header is None else "v2-binary"
             await plane.admit(name, version, request.headers.get("content-length"), protocol)
             body = await _body(request)
@@ -283,7 +284,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
             )
             decoded = await off_loop(len(body), decode)
             known = [o.name for o in served.metadata.outputs]
-            v2.check_known_outputs(decoded.outputs, known)
+            tensors.check_known_outputs(decoded.outputs, known)
         except KilnError as exc:
             plane.record_error(name, exc)
             raise
@@ -295,7 +296,7 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
             outputs=[(n, answer.outputs[n]) for n in known],
             requested=decoded.outputs,
             binary_default=bool(decoded.parameters.get("binary_data_output", False)),
-            parameters=v2.response_parameters(answer.warnings, answer.warning_count),
+            parameters=tensors.response_parameters(answer.warnings, answer.warning_count),
         )
         if header_length is None:
             return Response(body, media_type=JSON)

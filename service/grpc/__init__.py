@@ -4,7 +4,7 @@ routes' data plane, with grpc.health.v1 and, when asked for, server reflection.
 - ``proto/``: the official ``open_inference_grpc.proto`` and the stubs generated from it
   (``make protos``).
 - ``codec.py``: a ``ModelInferRequest`` as model columns, outputs as a ``ModelInferResponse``,
-  by the REST codec's rules (service/codecs/v2.py).
+  by the REST codec's rules (service/codecs/tensors.py).
 - ``status.py``: Kiln errors as gRPC status codes, one table.
 - ``servicer.py``: the six RPCs; ``health.py``: grpc.health.v1 by the readiness rules;
   ``keys.py``: API keys from the ``authorization`` metadata.

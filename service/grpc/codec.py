@@ -1,8 +1,8 @@
 """Open Inference Protocol gRPC codec: a ``ModelInferRequest`` as model columns, output
-arrays as a ``ModelInferResponse``, by the REST codec's rules (service/codecs/v2.py).
+arrays as a ``ModelInferResponse``, by the REST codec's rules (service/codecs/tensors.py).
 
-Only the wire differs. Each input tensor becomes a :class:`service.codecs.v2.Tensor` and
-:func:`service.codecs.v2.assemble` does the rest (inputs the model has, shapes ``[N]`` and
+Only the wire differs. Each input tensor becomes a :class:`service.codecs.tensors.Tensor` and
+:func:`service.codecs.tensors.assemble` does the rest (inputs the model has, shapes ``[N]`` and
 ``[N, 1]``, datatypes, the row limit), so a request both fronts would refuse is refused with
 the same message. An input carries its values either in ``raw_input_contents`` (one entry per
 input, in the inputs' order: little-endian values, BYTES as 4-byte little-endian lengths each
@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from kiln.errors import InvalidInput
-from service.codecs import v2
+from service.codecs import tensors
 from service.grpc.proto import open_inference_grpc_pb2 as pb
 
 __all__ = ["decode_request", "encode_response", "parameter", "parameters"]
@@ -51,9 +51,9 @@ def parameter(value: bool | int | float | str) -> pb.InferParameter:
     return pb.InferParameter(string_param=value)
 
 
-def _contents(item: pb.ModelInferRequest.InferInputTensor, tensor: v2.Tensor) -> None:
+def _contents(item: pb.ModelInferRequest.InferInputTensor, tensor: tensors.Tensor) -> None:
     """Fill ``tensor`` from the typed contents of ``item``."""
-    field = v2.TYPED_CONTENTS.get(item.datatype)
+    field = tensors.TYPED_CONTENTS.get(item.datatype)
     others = [f.name for f, _ in item.contents.ListFields() if f.name != field]
     if others:
         wants = f"in {field}" if field else "only in raw_input_contents"
@@ -61,19 +61,19 @@ def _contents(item: pb.ModelInferRequest.InferInputTensor, tensor: v2.Tensor) ->
     if field is None:
         raise InvalidInput(f"{tensor.where}: datatype {item.datatype} has no typed contents")
     values = getattr(item.contents, field)
-    if item.datatype in v2.FLOAT_DTYPES:  # numbers by construction: no check one by one
-        tensor.values = np.array(values, dtype=v2.FLOAT_DTYPES[item.datatype])
+    if item.datatype in tensors.FLOAT_DTYPES:  # numbers by construction: no check one by one
+        tensor.values = np.array(values, dtype=tensors.FLOAT_DTYPES[item.datatype])
     else:
         tensor.data = list(values)
 
 
 def decode_request(
     request: pb.ModelInferRequest,
-    inputs: list[v2.InputSpec],
+    inputs: list[tensors.InputSpec],
     *,
     max_rows: int,
     unknown_inputs: Literal["reject", "ignore"] = "reject",
-) -> v2.V2Request:
+) -> tensors.V2Request:
     """Decode a ``ModelInferRequest`` into one column per model feature, as REST decodes.
 
     Raises ``InvalidInput`` for a malformed request and ``PayloadTooLarge`` for one with more
@@ -81,18 +81,18 @@ def decode_request(
     """
     params = parameters(request.parameters)
     requested = [{"name": o.name, "parameters": parameters(o.parameters)} for o in request.outputs]
-    outputs = v2.decode_outputs(requested, v2.binary_default(params, True))
+    outputs = tensors.decode_outputs(requested, tensors.binary_default(params, True))
     if not request.inputs:
         raise InvalidInput("request 'inputs' must be a non-empty list")
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         count = f"{len(raw)} entries for {len(request.inputs)} inputs"
         raise InvalidInput(f"raw_input_contents has {count}: one per input, or none")
-    tensors: list[v2.Tensor] = []
+    found: list[tensors.Tensor] = []
     for index, item in enumerate(request.inputs):
         shape = list(item.shape)
-        v2.check_tensor(item.name, shape, item.datatype, parameters(item.parameters))
-        tensor = v2.Tensor(item.name, shape, item.datatype, [])
+        tensors.check_tensor(item.name, shape, item.datatype, parameters(item.parameters))
+        tensor = tensors.Tensor(item.name, shape, item.datatype, [])
         if raw:
             if item.HasField("contents"):
                 where = tensor.where
@@ -100,9 +100,9 @@ def decode_request(
             tensor.raw = raw[index]
         else:
             _contents(item, tensor)
-        tensors.append(tensor)
-    return v2.assemble(
-        tensors,
+        found.append(tensor)
+    return tensors.assemble(
+        found,
         inputs,
         request_id=request.id or None,
         outputs=outputs,
@@ -113,9 +113,9 @@ def decode_request(
 
 
 def _typed(tensor: pb.ModelInferResponse.InferOutputTensor, array: np.ndarray) -> None:
-    field = getattr(tensor.contents, v2.TYPED_CONTENTS[tensor.datatype])
+    field = getattr(tensor.contents, tensors.TYPED_CONTENTS[tensor.datatype])
     items = array.reshape(-1).tolist()
-    if array.dtype.kind in "OUS":  # BYTES, as v2.wire_datatype decides
+    if array.dtype.kind in "OUS":  # BYTES, as tensors.wire_datatype decides
         field.extend(v if isinstance(v, bytes) else str(v).encode() for v in items)
     else:
         field.extend(items)
@@ -127,13 +127,13 @@ def encode_response(
     model_version: str,
     request_id: str | None,
     outputs: list[tuple[str, np.ndarray]],
-    requested: list[v2.RequestedOutput] | None,
+    requested: list[tensors.RequestedOutput] | None,
     binary_default: bool,
     response_parameters: Mapping[str, bool | int | float | str] | None = None,
 ) -> pb.ModelInferResponse:
     """Output arrays as a ``ModelInferResponse``; the arguments as REST's
     :func:`service.codecs.v2.encode_response` takes them."""
-    chosen = v2.choose_outputs(outputs, requested, binary_default)
+    chosen = tensors.choose_outputs(outputs, requested, binary_default)
     raw = any(binary for _, _, binary in chosen)
     response = pb.ModelInferResponse(
         model_name=model_name, model_version=model_version, id=request_id or ""
@@ -142,10 +142,10 @@ def encode_response(
         response.parameters[key].CopyFrom(parameter(plain))
     for name, value, _ in chosen:
         array = np.asarray(value)
-        datatype = v2.wire_datatype(name, array)
+        datatype = tensors.wire_datatype(name, array)
         tensor = response.outputs.add(name=name, datatype=datatype, shape=array.shape)
         if raw:
-            response.raw_output_contents.append(v2.binary_bytes(array, datatype))
+            response.raw_output_contents.append(tensors.binary_bytes(array, datatype))
         else:
             _typed(tensor, array)
     return response

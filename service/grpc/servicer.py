@@ -30,7 +30,7 @@ import grpc
 
 from kiln.errors import KilnError, ModelNotReady, ServiceUnavailable
 from service.bodies import off_loop
-from service.codecs import v2
+from service.codecs import tensors
 from service.dataplane import DataPlane
 from service.grpc import codec
 from service.grpc.proto import open_inference_grpc_pb2 as pb
@@ -114,7 +114,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
         self._ok("ServerMetadata")
-        return pb.ServerMetadataResponse(**v2.server_metadata([]))
+        return pb.ServerMetadataResponse(**tensors.server_metadata([]))
 
     async def ModelMetadata(  # noqa: N802
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
@@ -123,7 +123,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             served = self._data_plane().get(request.name, request.version or None)
         except KilnError as exc:
             await self._fail(context, "ModelMetadata", exc)
-        meta = v2.model_metadata(served.metadata)
+        meta = tensors.model_metadata(served.metadata)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         self._ok("ModelMetadata")
         return pb.ModelMetadataResponse(
@@ -173,7 +173,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await self._fail(context, "ModelInfer", exc)
         try:
             served = plane.get(name, version)
-            inputs = [v2.InputSpec.of_feature(f.name, f.dtype) for f in served.metadata.features]
+            features = served.metadata.features
+            inputs = [tensors.InputSpec.of_feature(f.name, f.dtype) for f in features]
             size = request.ByteSize()
             # refused here under overload, before the tensors are decoded (service/dataplane.py)
             await plane.admit(name, version, size, PROTOCOL)
@@ -186,7 +187,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
             decoded = await off_loop(size, decode)
             known = [o.name for o in served.metadata.outputs]
-            v2.check_known_outputs(decoded.outputs, known)
+            tensors.check_known_outputs(decoded.outputs, known)
         except KilnError as exc:
             plane.record_error(name, exc)
             await self._fail(context, "ModelInfer", exc)
@@ -202,7 +203,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[(n, answer.outputs[n]) for n in known],
             requested=decoded.outputs,
             binary_default=binary,
-            response_parameters=v2.response_parameters(answer.warnings, answer.warning_count),
+            response_parameters=tensors.response_parameters(answer.warnings, answer.warning_count),
         )
         self._ok("ModelInfer")
         return response

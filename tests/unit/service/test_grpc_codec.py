@@ -13,11 +13,11 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2
 
 from kiln.errors import InvalidInput, PayloadTooLarge
-from service.codecs import v2
+from service.codecs import tensors, v2
 from service.grpc import codec
 from service.grpc.proto import open_inference_grpc_pb2 as pb
 
-SPECS = [v2.InputSpec("size", "FP32"), v2.InputSpec("city", "BYTES")]
+SPECS = [tensors.InputSpec("size", "FP32"), tensors.InputSpec("city", "BYTES")]
 MAX_ROWS = 100
 
 
@@ -28,7 +28,7 @@ def packed(texts: list[bytes]) -> bytes:
 def raw_of(datatype: str, values: list[Any]) -> bytes:
     if datatype == "BYTES":
         return packed([v if isinstance(v, bytes) else v.encode() for v in values])
-    return np.asarray(values, v2._NUMERIC[datatype]).tobytes()
+    return np.asarray(values, tensors._NUMERIC[datatype]).tobytes()
 
 
 # A tensor as both fronts receive it: (name, datatype, shape, values).
@@ -68,7 +68,7 @@ def rest_body(tensors: list[Tensor], *, raw: bool) -> tuple[bytes, int | None]:
     return header + binary, (len(header) if raw else None)
 
 
-def decode_grpc(request: pb.ModelInferRequest) -> v2.V2Request:
+def decode_grpc(request: pb.ModelInferRequest) -> tensors.V2Request:
     return codec.decode_request(request, SPECS, max_rows=MAX_ROWS)
 
 
@@ -211,8 +211,8 @@ def test_requested_outputs_are_raw_unless_asked_otherwise() -> None:
     request.outputs.add(name="label")
     request.outputs.add(name="probabilities").parameters["binary_data"].bool_param = False
     assert decode_grpc(request).outputs == [
-        v2.RequestedOutput("label", True),
-        v2.RequestedOutput("probabilities", False),
+        tensors.RequestedOutput("label", True),
+        tensors.RequestedOutput("probabilities", False),
     ]
     request.outputs.add(name="label")
     with pytest.raises(InvalidInput, match="output 'label' is requested twice"):
@@ -267,9 +267,10 @@ def test_typed_outputs_when_no_output_asks_for_raw() -> None:
 
 
 def test_requested_outputs_in_their_order_one_raw_makes_all_raw() -> None:
-    requested = [v2.RequestedOutput("probabilities", False), v2.RequestedOutput("label", True)]
+    wanted = tensors.RequestedOutput
+    requested = [wanted("probabilities", False), wanted("label", True)]
     response = encode(requested=requested)
     assert [o.name for o in response.outputs] == ["probabilities", "label"]
     assert len(response.raw_output_contents) == 2
     with pytest.raises(InvalidInput, match="unknown output 'score'"):
-        encode(requested=[v2.RequestedOutput("score", True)])
+        encode(requested=[tensors.RequestedOutput("score", True)])
