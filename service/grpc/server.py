@@ -2,10 +2,13 @@
 stopped gracefully at shutdown (service/bento.py's start-up and shutdown hooks).
 
 Every BentoML worker is its own process with its own data plane, so each starts its own
-``grpc.aio`` server on the same port with ``SO_REUSEPORT``: the kernel spreads connections
-over the workers as it does the HTTP port's. The host is the HTTP server's (the address of
-the listening socket BentoML hands the worker), so ``--host 127.0.0.1`` keeps both ports on
-loopback. A message larger than ``KILN_SERVE_MAX_BODY_BYTES`` is refused by grpcio itself
+``grpc.aio`` server on the same port with ``SO_REUSEPORT``: the kernel spreads new
+connections over the workers. A gRPC channel is one long-lived HTTP/2 connection, so all of
+one channel's calls go to one worker; clients spread load with several channels. The host is
+the HTTP server's (the address of the listening socket BentoML hands the worker), so
+``--host 127.0.0.1`` keeps both ports on loopback (grpcio binds an IPv4 address on a
+dual-stack socket: tools show ``::ffff:127.0.0.1``, which takes connections to 127.0.0.1
+only). A message larger than ``KILN_SERVE_MAX_BODY_BYTES`` is refused by grpcio itself
 (RESOURCE_EXHAUSTED) before it is parsed; one that does not parse as its RPC's request is
 INVALID_ARGUMENT naming the message type (:func:`register`: grpcio alone would answer
 UNKNOWN, as for a bug of the server's).
