@@ -369,3 +369,30 @@ def test_calls_are_counted_by_rpc_and_status() -> None:
     assert count("ModelInfer", "OK") == 2
     assert count("ModelInfer", "NOT_FOUND") == 1
     assert count("ServerLive", "OK") == 1
+
+
+def test_stop_lets_calls_in_progress_finish_and_health_says_not_serving() -> None:
+    settings = ServingSettings(grpc_port=0)
+    plane = FakePlane(settings)
+    plane.failed.clear()
+    plane.gate = asyncio.Event()
+
+    async def main() -> None:
+        front = await start(
+            settings, lambda: plane, host="127.0.0.1", port=0, registry=CollectorRegistry()
+        )  # type: ignore[arg-type,return-value]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{front.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            held = stub.ModelInfer(request())
+            while not plane.admitted:
+                await asyncio.sleep(0.01)
+            stopping = asyncio.create_task(front.stop(5))
+            await asyncio.sleep(0.2)
+            assert front.health.statuses()[""] == health_pb2.HealthCheckResponse.NOT_SERVING
+            plane.gate.set()
+            assert (await held).model_name == "sum"  # finished within the grace period
+            await asyncio.wait_for(stopping, 10)
+            code, _ = await code_of(stub.ServerLive(pb.ServerLiveRequest(), timeout=2))
+            assert code is Code.UNAVAILABLE  # the port is closed
+
+    asyncio.run(main())
