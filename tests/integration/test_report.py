@@ -14,6 +14,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ from training.report import (
     render,
     write_report,
 )
-from training.report.context import NO_HOLDOUT
+from training.report.blocks import Figure
+from training.report.context import NO_HOLDOUT, Sources, client_document
 from training.run import train
 from training.settings import TrainingSettings
 from training.spec import parse_spec
@@ -186,6 +188,21 @@ def test_reports_are_self_contained(reports: dict[str, Written], name: str) -> N
     assert f'href="{REPORT_FILE}"' in technical
     sections = re.findall(r'<section id="([a-z-]+)"', technical)
     assert sections[:2] == ["metrics", "gate"] and sections[-3:] == ["data", "model", "spec"]
+
+
+@pytest.mark.parametrize("name", ["churn", "wine", "diabetes"])
+def test_no_chart_in_a_client_report_has_a_legend_over_its_data_or_text_past_its_edge(
+    served_models: dict[str, StoredModel], name: str
+) -> None:
+    """Checked on the charts as drawn for the real models (chartkit.Chart), not only on the
+    chart functions' test data."""
+    stored = served_models[name]
+    doc = client_document(Sources(stored.metadata, _holdout(stored)), datetime.now(UTC))
+    figures = [b for b in doc.performance if isinstance(b, Figure)]
+    figures += [f.figure for f in doc.evidence if f.figure is not None]
+    assert len(figures) == CHARTS[name]
+    for shown in figures:
+        assert (shown.key, shown.overlaps, shown.cut_off) == (shown.key, (), ())
 
 
 @pytest.mark.parametrize("name", ["churn", "wine", "diabetes"])
