@@ -296,6 +296,11 @@ def test_typed_contents_answer_as_binary(
     response = stub.ModelInfer(request, timeout=CALL_S)
     want, _ = _rest(http_client, model, arrays)
     assert_same_outputs(response_arrays(response), want)
+    # and typed contents back, when the request says binary_data_output false
+    request.parameters["binary_data_output"].bool_param = False
+    typed = stub.ModelInfer(request, timeout=CALL_S)
+    assert not typed.raw_output_contents
+    assert_same_outputs(response_arrays(typed), want)
 
 
 def test_requested_outputs_and_the_id_come_back(
@@ -420,6 +425,7 @@ def test_grpc_requests_are_counted_in_the_same_metrics(
     arrays = columns(meta, data_rows("wine", meta, 7))
     rows_before = _one(_samples(url, "kiln_rows_received_total"), model="wine")
     errors_before = _one(_samples(url, "kiln_request_errors_total"), model="wine")
+    calls_before = _samples(url, "kiln_grpc_requests_total")
     grpc_client.infer("wine", triton_inputs(triton_grpc, arrays), client_timeout=CALL_S)
     bad = typed_request("wine", {n: a.reshape(-1) for n, a in arrays.items()})
     bad.inputs[0].shape[:] = [7, 2]
@@ -428,6 +434,10 @@ def test_grpc_requests_are_counted_in_the_same_metrics(
     assert _one(_samples(url, "kiln_rows_received_total"), model="wine") - rows_before == 7
     errors = _one(_samples(url, "kiln_request_errors_total"), model="wine")
     assert errors - errors_before == 1
+    calls = _samples(url, "kiln_grpc_requests_total")
+    for code in ("OK", "INVALID_ARGUMENT"):  # and the front's own count, by RPC and code
+        moved = _one(calls, method="ModelInfer", code=code)
+        assert moved - _one(calls_before, method="ModelInfer", code=code) == 1, code
 
 
 def test_a_rest_client_and_a_grpc_client_share_the_batcher(
