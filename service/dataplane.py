@@ -54,8 +54,9 @@ from service.settings import ServingSettings
 
 __all__ = ["PROTOCOLS", "Admission", "DataPlane", "Inference", "error_reason"]
 
-PROTOCOLS = ("json", "v2", "v2-binary")
-"""Bodies whose bytes per row are learned apart: JSON records, V2 JSON, V2 binary tensors."""
+PROTOCOLS = ("json", "v2", "v2-binary", "grpc")
+"""Bodies whose bytes per row are learned apart: JSON records, V2 JSON, V2 binary tensors,
+and V2 gRPC messages (service/grpc/servicer.py)."""
 
 _LEARN = 0.2  # weight of the newest request in the bytes-per-row average
 
