@@ -2,9 +2,11 @@
 
 The server starts as tests/e2e/test_server.py starts it (`bentoml serve` from the repository
 root on 127.0.0.1, the test store with churn, wine and diabetes); Prometheus scrapes it
-every second with the real rule files evaluated every second; a bounded load with some bad
-requests runs; then the raw series, the recording rules and every dashboard query must
-answer for wine, with sane values. Loopback only; both processes are killed at the end.
+every second with the real rule files evaluated every second; a bounded load over JSON, V2
+REST and V2 gRPC with some bad requests runs; then the raw series, the recording rules and
+every dashboard query must answer for wine, with sane values, the data plane's counters
+holding both protocols' requests and BentoML's only the HTTP ones. Loopback only; both
+processes are killed at the end.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.servers import kiln_server, prometheus_query, prometheus_server, wait_for
+from tests.servers import kiln_grpc_server, prometheus_query, prometheus_server, wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 MONITORING = REPO / "deploy" / "monitoring"
@@ -39,15 +41,21 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def server(
+def served(
     served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The real server; the drift gauges shown after 100 rows (the load sends about 600 to
-    wine), so that the dashboard's drift panels have data too."""
+) -> Iterator[tuple[str, str]]:
+    """The real server, with its gRPC front: (HTTP URL, gRPC target). The drift gauges are
+    shown after 100 rows (the load sends about 600 to wine), so that the dashboard's drift
+    panels have data too."""
     log = tmp_path_factory.mktemp("server") / "server.log"
     settings = {"KILN_SERVE_DRIFT_MIN_ROWS": "100", "KILN_SERVE_DRIFT_INTERVAL": "0.5"}
-    with kiln_server(served_models, log, **settings) as url:
-        yield url
+    with kiln_grpc_server(served_models, log, **settings) as (url, target):
+        yield url, target
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[str, str]) -> str:
+    return served[0]
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +68,47 @@ def prometheus(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @dataclass
 class Load:
-    good: int
+    good: int  # every protocol
     bad: int
     rows: int
+    http: int = 0  # of good + bad, the HTTP ones (BentoML counts only these)
+    grpc_good: int = 0
+    grpc_bad: int = 0
 
 
 @pytest.fixture(scope="module")
-def load(server: str, prometheus: str) -> Iterator[Load]:
-    """300 requests to wine in 10 concurrent waves a second apart; 3 of each 30 are bad."""
+def load(served: tuple[str, str], prometheus: str) -> Iterator[Load]:
+    """350 requests to wine in 10 concurrent waves a second apart: 30 over HTTP (3 bad) and
+    5 over gRPC (1 bad) in each."""
+    import numpy as np
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    server, target = served
     features = [f["name"] for f in httpx.get(f"{server}/v1/models/wine").json()["features"]]
-    with httpx.Client(base_url=server, timeout=30) as client, ThreadPoolExecutor(16) as pool:
+    grpc_client = triton.InferenceServerClient(target)
+
+    def over_grpc(i: int) -> str:
+        """One gRPC ModelInfer of 1-2 rows, the last of each wave with a wrong shape; its
+        status code's name."""
+        n = 1 + i % 2
+        shape = [n, 2] if i % 5 == 4 else [n, 1]  # [N, 2]: INVALID_ARGUMENT
+        inputs = []
+        for j, f in enumerate(features):
+            tensor = triton.InferInput(f, shape, "FP32")
+            values = [11.0 + (i + r + j) % 4 for r in range(n * shape[1])]
+            tensor.set_data_from_numpy(np.array(values, dtype=np.float32).reshape(shape))
+            inputs.append(tensor)
+        try:
+            grpc_client.infer("wine", inputs, client_timeout=30)
+        except InferenceServerException as exc:
+            return str(exc.status()).removeprefix("StatusCode.")
+        return "OK"
+
+    with (
+        httpx.Client(base_url=server, timeout=30) as client,
+        ThreadPoolExecutor(16) as pool,
+    ):
 
         def good(i: int) -> tuple[int, int]:
             n = 1 + i % 3  # rows in this request
@@ -89,16 +128,25 @@ def load(server: str, prometheus: str) -> Iterator[Load]:
             return client.post("/v1/models/wine/predict", json=body).status_code
 
         sent = Load(good=0, bad=0, rows=0)
-        for wave in range(10):
-            started = time.monotonic()
-            answers = list(pool.map(good, range(wave * 27, wave * 27 + 27)))
-            failures = list(pool.map(bad, range(3)))
-            assert {status for status, _ in answers} == {200}
-            assert set(failures) == {400}
-            sent.good += len(answers)
-            sent.rows += sum(n for _, n in answers)
-            sent.bad += len(failures)
-            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+        try:
+            for wave in range(10):
+                started = time.monotonic()
+                answers = list(pool.map(good, range(wave * 27, wave * 27 + 27)))
+                failures = list(pool.map(bad, range(3)))
+                calls = list(pool.map(over_grpc, range(wave * 5, wave * 5 + 5)))
+                assert {status for status, _ in answers} == {200}
+                assert set(failures) == {400}
+                assert calls == ["OK"] * 4 + ["INVALID_ARGUMENT"], calls
+                sent.good += len(answers) + 4
+                sent.rows += sum(n for _, n in answers)
+                sent.rows += sum(1 + i % 2 for i in range(wave * 5, wave * 5 + 4))
+                sent.bad += len(failures) + 1
+                sent.http += len(answers) + len(failures)
+                sent.grpc_good += 4
+                sent.grpc_bad += 1
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+        finally:
+            grpc_client.close()
     yield sent
 
 
@@ -155,14 +203,24 @@ def test_raw_series_and_recording_rules_for_wine(load: Load, server: str, promet
     assert 1 <= recorded["model:kiln_batch_rows:mean_rate5m"] <= 64
     assert 0 <= recorded["model:kiln_batch_wait_seconds:p99_rate5m"] < 5
     # BentoML's counter, from which the request rate and the error ratio's denominator
-    # come, holds every inference request to wine (both routes, good and bad); Kiln's error
-    # counter every bad one.
+    # come, holds every HTTP inference request to wine (both routes, good and bad), and no
+    # gRPC call; Kiln's error counter every bad one, gRPC's too; the gRPC front's own
+    # counter its calls by status code.
     for expr, expected in (
         (
             'sum(bentoml_service_request_total{job="kiln", endpoint=~"/v[12]/models/wine/.*"})',
-            load.good + load.bad,
+            load.http,
         ),
         ('sum(kiln_request_errors_total{job="kiln", model="wine"})', load.bad),
+        (
+            'sum(kiln_grpc_requests_total{job="kiln", method="ModelInfer", code="OK"})',
+            load.grpc_good,
+        ),
+        (
+            'sum(kiln_grpc_requests_total{job="kiln", method="ModelInfer", '
+            'code="INVALID_ARGUMENT"})',
+            load.grpc_bad,
+        ),
     ):
         wait_for(
             f"{expr} == {expected}",
