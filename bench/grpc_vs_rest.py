@@ -272,6 +272,7 @@ def one_run(
             else {"content-type": body.content_type, **body.headers}
         )
         log = workdir / "h2load.log"
+        log.unlink(missing_ok=True)  # h2load appends to its log file
         output, used = h2load(
             url, body.path, headers, seconds, connections, streams, log, h1=not grpc
         )
