@@ -114,6 +114,18 @@ def server(
 API_KEYS = ("env-key-1", "file-key-old", "file-key-new")
 
 
+def keyed_settings(directory: Path) -> dict[str, str]:
+    """A server's settings with API keys: one from the environment, two from a key file
+    written in ``directory`` (as a mounted secret), and the access log on."""
+    secret = directory / "api-keys"
+    secret.write_text(f"# mounted secret\n{API_KEYS[1]}\n{API_KEYS[2]}\n")
+    return {
+        "KILN_SERVE_API_KEYS": API_KEYS[0],
+        "KILN_SERVE_API_KEYS_FILE": str(secret),
+        "KILN_SERVE_ACCESS_LOG": "true",
+    }
+
+
 @pytest.fixture(scope="module")
 def keyed_server(
     served_models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
@@ -122,13 +134,6 @@ def keyed_server(
     from tests.servers import kiln_server
 
     directory = tmp_path_factory.mktemp("keyed")
-    secret = directory / "api-keys"
-    secret.write_text(f"# mounted secret\n{API_KEYS[1]}\n{API_KEYS[2]}\n")
     log = directory / "server.log"
-    settings = {
-        "KILN_SERVE_API_KEYS": API_KEYS[0],
-        "KILN_SERVE_API_KEYS_FILE": str(secret),
-        "KILN_SERVE_ACCESS_LOG": "true",
-    }
-    with kiln_server(served_models, log, **settings) as url:
+    with kiln_server(served_models, log, **keyed_settings(directory)) as url:
         yield url, log

@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.conftest import API_KEYS, CHURN_ROW
+from tests.conftest import API_KEYS, CHURN_ROW, keyed_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -63,15 +63,8 @@ def keyed(
     from tests.servers import kiln_grpc_server
 
     directory = tmp_path_factory.mktemp("grpc-keyed")
-    secret = directory / "api-keys"
-    secret.write_text(f"# mounted secret\n{API_KEYS[1]}\n{API_KEYS[2]}\n")
     log = directory / "server.log"
-    settings = {
-        "KILN_SERVE_API_KEYS": API_KEYS[0],
-        "KILN_SERVE_API_KEYS_FILE": str(secret),
-        "KILN_SERVE_ACCESS_LOG": "true",
-    }
-    with kiln_grpc_server(served_models, log, **settings) as (url, target):
+    with kiln_grpc_server(served_models, log, **keyed_settings(directory)) as (url, target):
         yield url, target, log
 
 
