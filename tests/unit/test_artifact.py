@@ -30,8 +30,9 @@ from kiln.errors import ArtifactError
 TESTDATA = Path(__file__).resolve().parents[1] / "testdata"
 
 
-def _copy(version: int, tmp_path: Path) -> Path:
-    shutil.copy(TESTDATA / f"metadata-v{version}.json", tmp_path / METADATA_FILE)
+def _copy(version: int, tmp_path: Path, kind: str = "metadata", name: str = METADATA_FILE) -> Path:
+    """``tmp_path`` holding testdata's ``<kind>-v<version>.json`` under the store's ``name``."""
+    shutil.copy(TESTDATA / f"{kind}-v{version}.json", tmp_path / name)
     return tmp_path
 
 
@@ -209,8 +210,7 @@ def test_version_3_is_written_back_without_feature_labels(tmp_path: Path) -> Non
 
 
 def _holdout(version: int, tmp_path: Path) -> Path:
-    shutil.copy(TESTDATA / f"holdout-v{version}.json", tmp_path / HOLDOUT_FILE)
-    return tmp_path
+    return _copy(version, tmp_path, "holdout", HOLDOUT_FILE)
 
 
 @pytest.mark.parametrize("version", HOLDOUT_READABLE_VERSIONS)

@@ -100,6 +100,12 @@ def _hundred(share: float) -> str:
     return percent(share).removesuffix("%")
 
 
+def _between(share: float, cases: int) -> str:
+    """The 95% interval of a rate measured on ``cases`` cases, per 100: "between 69 and 80"."""
+    low, high = rate_interval(round(share * cases), cases)
+    return f"between {_hundred(low)} and {_hundred(high)}"
+
+
 def majority_class(classes: Sequence[Any], counts: Sequence[int]) -> Any:
     """The most common class (the first one on a tie, as scikit-learn's DummyClassifier)."""
     return classes[max(range(len(classes)), key=lambda i: (counts[i], -i))]
@@ -153,13 +159,10 @@ def precision_sentence(
 ) -> str:
     """Of 100 cases it flags, how many are; with ``flagged`` (the cases it flagged in the
     test), the 95% interval."""
+    said = f"Of 100 {items} it flags as {quoted(positive)}, {_hundred(precision)} are"
     if not flagged:
-        return f"Of 100 {items} it flags as {quoted(positive)}, {_hundred(precision)} are."
-    low, high = rate_interval(round(precision * flagged), flagged)
-    return (
-        f"Of 100 {items} it flags as {quoted(positive)}, {_hundred(precision)} are (between "
-        f"{_hundred(low)} and {_hundred(high)}; it flagged {plural(flagged, 'test case')})."
-    )
+        return said + "."
+    return f"{said} ({_between(precision, flagged)}; it flagged {plural(flagged, 'test case')})."
 
 
 def recall_sentence(
@@ -167,13 +170,10 @@ def recall_sentence(
 ) -> str:
     """How many of every 100 ``positive`` cases it finds; with ``actual`` (the positive test
     cases), the 95% interval."""
+    said = f"It finds {_hundred(recall)} of every 100 {quoted(positive)} {items}"
     if not actual:
-        return f"It finds {_hundred(recall)} of every 100 {quoted(positive)} {items}."
-    low, high = rate_interval(round(recall * actual), actual)
-    return (
-        f"It finds {_hundred(recall)} of every 100 {quoted(positive)} {items} (between "
-        f"{_hundred(low)} and {_hundred(high)}; the test held {plural(actual, 'such case')})."
-    )
+        return said + "."
+    return f"{said} ({_between(recall, actual)}; the test held {plural(actual, 'such case')})."
 
 
 def small_test_sentence(cases: int, interval: tuple[float, float] | None = None) -> str | None:
