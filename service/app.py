@@ -269,21 +269,19 @@ def create_app(*, fast_lane: bool = True) -> FastAPI:
             header = request.headers.get(HEADER_LENGTH)
             if header is not None and not header.isdigit():
                 raise InvalidInput(f"{HEADER_LENGTH} must be a whole number, got {header[:20]!r}")
-            features = served.metadata.features
-            inputs = [tensors.InputSpec.of_feature(f.name, f.dtype) for f in features]
             protocol = "v2" if header is None else "v2-binary"
             await plane.admit(name, version, request.headers.get("content-length"), protocol)
             body = await _body(request)
             decode = functools.partial(
                 v2.decode_request,
                 body,
-                inputs,
+                served.v2_inputs,
                 header_length=int(header) if header is not None else None,
                 max_rows=plane.settings.max_rows_per_request,
                 unknown_inputs=plane.settings.unknown_features,
             )
             decoded = await off_loop(len(body), decode)
-            known = [o.name for o in served.metadata.outputs]
+            known = served.output_names
             tensors.check_known_outputs(decoded.outputs, known)
         except KilnError as exc:
             plane.record_error(name, exc)

@@ -24,6 +24,7 @@ from kiln.resolve import parse_ref, production_names, resolve
 from kiln.runtime import CUDA, ModelRuntime, default_providers
 from kiln.store import StoredModel, list_models
 from service.batching import Batcher, Columns, Outputs
+from service.codecs.tensors import InputSpec
 from service.drift import DriftMonitor, DriftWindow
 from service.metrics import Metrics
 from service.settings import ServingSettings
@@ -57,6 +58,16 @@ class ServedModel:
     def features(self) -> list[tuple[str, FeatureKind]]:
         """(name, kind) of each feature, in the model's order, as the codecs take them."""
         return [(f.name, f.kind) for f in self.metadata.features]
+
+    @cached_property
+    def v2_inputs(self) -> list[InputSpec]:
+        """The input tensor of each feature, in the model's order (both V2 fronts)."""
+        return [InputSpec.of_feature(f.name, f.dtype) for f in self.metadata.features]
+
+    @cached_property
+    def output_names(self) -> list[str]:
+        """The model's outputs, in its order."""
+        return [o.name for o in self.metadata.outputs]
 
     @property
     def version(self) -> str:

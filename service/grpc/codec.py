@@ -34,6 +34,8 @@ __all__ = ["decode_request", "encode_response", "parameter", "parameters"]
 def parameters(entries: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
     """``InferParameter`` values as plain ones (an unset one is None)."""
     found: dict[str, Any] = {}
+    if not entries:  # the usual case, and a third of the cost of the loop's set-up
+        return found
     for key, value in entries.items():
         choice = value.WhichOneof("parameter_choice")
         found[key] = None if choice is None else getattr(value, choice)
@@ -82,17 +84,21 @@ def decode_request(
     params = parameters(request.parameters)
     requested = [{"name": o.name, "parameters": parameters(o.parameters)} for o in request.outputs]
     outputs = tensors.decode_outputs(requested, tensors.binary_default(params, True))
-    if not request.inputs:
+    items = request.inputs
+    if not items:
         raise InvalidInput("request 'inputs' must be a non-empty list")
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        count = f"{len(raw)} entries for {len(request.inputs)} inputs"
+    raw = list(request.raw_input_contents)  # once: an index into the field copies the entry
+    if raw and len(raw) != len(items):
+        count = f"{len(raw)} entries for {len(items)} inputs"
         raise InvalidInput(f"raw_input_contents has {count}: one per input, or none")
     found: list[tensors.Tensor] = []
-    for index, item in enumerate(request.inputs):
-        shape = list(item.shape)
-        tensors.check_tensor(item.name, shape, item.datatype, parameters(item.parameters))
-        tensor = tensors.Tensor(item.name, shape, item.datatype, [])
+    # This loop runs once per input of every call: each field is read once (a read of a
+    # message's field makes a new Python object), the shape as a slice (a third of list()'s
+    # time).
+    for index, item in enumerate(items):
+        name, datatype, shape = item.name, item.datatype, item.shape[:]
+        tensors.check_tensor(name, shape, datatype, parameters(item.parameters))
+        tensor = tensors.Tensor(name, shape, datatype, None)
         if raw:
             if item.HasField("contents"):
                 where = tensor.where

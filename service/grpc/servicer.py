@@ -173,20 +173,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await self._fail(context, "ModelInfer", exc)
         try:
             served = plane.get(name, version)
-            features = served.metadata.features
-            inputs = [tensors.InputSpec.of_feature(f.name, f.dtype) for f in features]
             size = request.ByteSize()
             # refused here under overload, before the tensors are decoded (service/dataplane.py)
             await plane.admit(name, version, size, PROTOCOL)
             decode = functools.partial(
                 codec.decode_request,
                 request,
-                inputs,
+                served.v2_inputs,
                 max_rows=plane.settings.max_rows_per_request,
                 unknown_inputs=plane.settings.unknown_features,
             )
             decoded = await off_loop(size, decode)
-            known = [o.name for o in served.metadata.outputs]
+            known = served.output_names
             tensors.check_known_outputs(decoded.outputs, known)
         except KilnError as exc:
             plane.record_error(name, exc)

@@ -20,6 +20,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from kiln.errors import ModelNotFound, ModelNotReady, Overloaded
 from service.access import KeyRing
+from service.codecs.tensors import InputSpec
 from service.dataplane import Inference
 from service.grpc.server import http_host, start
 from service.settings import ServingSettings
@@ -41,6 +42,9 @@ SUM = SimpleNamespace(
         features=[_feature("a", "float32"), _feature("b", "float32")],
         outputs=[SimpleNamespace(name="total", dtype="float32", shape=[-1])],
     ),
+    # what ServedModel derives from its metadata for the V2 fronts
+    v2_inputs=[InputSpec("a", "FP32"), InputSpec("b", "FP32")],
+    output_names=["total"],
 )
 
 
