@@ -43,10 +43,12 @@ import platform
 import re
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +68,8 @@ METHOD = "/inference.GRPCInferenceService/ModelInfer"
 BULK_ROWS = 1000
 ONE_ROW_CONCURRENCY = (1, 16, 64)
 BULK_CONCURRENCY = 4
+FLOOR_CONCURRENCY = (16, 64)
+FLOOR_MODEL = "churn"  # whose one-row bodies the floors are sent (its first model without it)
 GOAL_ONE_ROW = 1.0  # gRPC requests/s over REST's, one row
 GOAL_BULK = 1.2  # gRPC rows/s over REST binary's, 1,000 rows
 
@@ -83,6 +87,7 @@ class Run:
     errors: int
     loadgen_cores: float  # CPU seconds the load generator used over the run's seconds
     server_cpu_us_per_request: float
+    rows_per_batch: float = 0.0  # rows per ONNX Runtime call over the run (Kiln only)
 
 
 class H2loadError(RuntimeError):
@@ -244,6 +249,18 @@ def grpc_errors(base: str) -> float:
     )
 
 
+def batch_totals(base: str) -> tuple[float, float]:
+    """(ONNX Runtime calls, rows in them) so far, all models, from the server's metrics."""
+    _, page = servers.http("GET", f"{base}/metrics", timeout=30)
+    text = page.decode()
+
+    def total(series: str) -> float:
+        pattern = rf"^{series}\{{[^}}]*\}} ([0-9.e+-]+)$"
+        return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
+
+    return total("kiln_batch_rows_count"), total("kiln_batch_rows_sum")
+
+
 def one_run(
     server: servers.Server,
     base: str,
@@ -255,6 +272,7 @@ def one_run(
     concurrency: int,
     workdir: Path,
 ) -> Run:
+    calls_before, rows_before = batch_totals(base)
     cpu = server.cpu_seconds()
     failed_before = grpc_errors(base) if protocol.startswith("grpc") else 0
     if protocol == "rest-wrk":
@@ -286,6 +304,8 @@ def one_run(
     warm_up = 0.0 if protocol == "rest-wrk" else 1.0
     seconds_loaded = float(measured["seconds"]) + warm_up
     requests = max(float(measured["rps"]) * seconds_loaded, 1.0)
+    cpu_used = server.cpu_seconds() - cpu
+    calls_after, rows_after = batch_totals(base)
     return Run(
         requests=int(measured["requests"]),
         seconds=float(measured["seconds"]),
@@ -295,8 +315,76 @@ def one_run(
         p99_ms=float(measured["p99_ms"]),
         errors=int(measured["errors"]),
         loadgen_cores=used / max(seconds_loaded, 1e-9),
-        server_cpu_us_per_request=(server.cpu_seconds() - cpu) / requests * 1e6,
+        server_cpu_us_per_request=cpu_used / requests * 1e6,
+        rows_per_batch=(rows_after - rows_before) / max(calls_after - calls_before, 1.0),
     )
+
+
+class FloorServer(servers.Server):
+    """One of bench/floor_servers.py's transports; ready once its port takes connections."""
+
+    def __init__(self, kind: str, port: int, log: Path) -> None:
+        argv = [sys.executable, str(HERE / "floor_servers.py"), kind, str(port)]
+        super().__init__(f"{kind} floor", argv, dict(os.environ), log, "")
+        self.port = port
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        assert self.proc is not None
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise servers.ServerError(f"{self.name} exited:\n{self.log_tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return time.monotonic() - started
+            except OSError:
+                time.sleep(0.2)
+        raise servers.ServerError(f"{self.name} not listening after {timeout:.0f} s")
+
+
+def floor_runs(bodies: dict[str, Any], seconds: int, rounds: int, workdir: Path) -> dict[str, Any]:
+    """Each transport's floor (bench/floor_servers.py) under the one-row loads: calls/s and
+    CPU per call, the medians of ``rounds`` runs."""
+    found: dict[str, Any] = {}
+    for kind in ("grpc", "http"):
+        port = servers.free_port()
+        server = FloorServer(kind, port, workdir / f"floor-{kind}.log")
+        grpc = kind == "grpc"
+        body = bodies["grpc" if grpc else "rest"]
+        headers = (
+            {"content-type": "application/grpc", "te": "trailers"}
+            if grpc
+            else {"content-type": body.content_type, **body.headers}
+        )
+        url = f"http://127.0.0.1:{port}{METHOD}"
+        with servers.running(server):
+            for concurrency in FLOOR_CONCURRENCY:
+                runs = []
+                for _ in range(rounds):
+                    log = workdir / "h2load.log"
+                    log.unlink(missing_ok=True)
+                    cpu = server.cpu_seconds()
+                    output, _ = h2load(
+                        url, body.path, headers, seconds, concurrency, 1, log, h1=not grpc
+                    )
+                    parsed = parse_h2load(output, log)
+                    calls = max(parsed["rps"] * (parsed["seconds"] + 1.0), 1.0)  # + warm-up
+                    runs.append(
+                        {
+                            "requests_per_s": parsed["rps"],
+                            "errors": parsed["errors"],
+                            "server_cpu_us_per_request": (server.cpu_seconds() - cpu) / calls * 1e6,
+                        }
+                    )
+                found[f"{kind}/c{concurrency}"] = {
+                    "transport": kind,
+                    "concurrency": concurrency,
+                    "runs": runs,
+                    "median": {
+                        field: statistics.median(r[field] for r in runs) for field in runs[0]
+                    },
+                }
+    return found
 
 
 def main() -> int:
@@ -318,69 +406,77 @@ def main() -> int:
     target = f"127.0.0.1:{grpc_port}"
     grpc_url = f"http://{target}{METHOD}"
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="kiln-grpc-") as tmp, servers.running(server):
+    floor_bodies: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="kiln-grpc-") as tmp:
         workdir = Path(tmp)
-        for name in names:
-            from kiln.artifact import read_metadata
+        with servers.running(server):
+            for name in names:
+                from kiln.artifact import read_metadata
 
-            outputs = [o.name for o in read_metadata(model_dirs[name]).outputs]
-            configs = [(1, c, ["grpc", "rest"]) for c in ONE_ROW_CONCURRENCY]
-            configs[-1][2].append("grpc-1conn")
-            configs.append((BULK_ROWS, BULK_CONCURRENCY, ["grpc", "rest"]))
-            if args.wrk:
-                for _, _, protocols in configs:
-                    protocols.append("rest-wrk")
-            for rows, concurrency, protocols in configs:
-                data = rows_of(name, model_dirs[name], rows)
-                raw, header = workloads.v2_binary(data, outputs)
-                rest = workloads.write(
-                    workdir, f"{name}-{rows}-rest", "v2-binary", rows, raw,
-                    content_type="application/octet-stream",
-                    headers={workloads.HEADER_LENGTH: str(header)},
-                )  # fmt: skip
-                grpc_bytes = grpc_request(name, data, outputs)
-                grpc = workloads.write(workdir, f"{name}-{rows}-grpc", "grpc", rows, grpc_bytes)
-                check_answers(base, target, name, rest, grpc_bytes)
-                urls = {"grpc": grpc_url, "grpc-1conn": grpc_url,
-                        "rest": f"{base}/v2/models/{name}/infer"}  # fmt: skip
-                urls["rest-wrk"] = urls["rest"]
-                bodies = {p: grpc if p.startswith("grpc") else rest for p in protocols}
-                runs: dict[str, list[Run]] = {p: [] for p in protocols}
-                for protocol in protocols:  # warm-up
-                    one_run(server, base, protocol, urls[protocol], bodies[protocol], rows, 1,
-                            concurrency, workdir)  # fmt: skip
-                for round_ in range(args.rounds):
-                    order = protocols if round_ % 2 == 0 else list(reversed(protocols))
-                    for protocol in order:
-                        runs[protocol].append(
-                            one_run(server, base, protocol, urls[protocol], bodies[protocol], rows,
-                                    args.seconds, concurrency, workdir)
-                        )  # fmt: skip
-                    said = ", ".join(f"{p} {runs[p][-1].requests_per_s:,.0f}" for p in protocols)
-                    print(f"{name} {rows} row(s) c={concurrency} round {round_ + 1}: "
-                          f"{said} req/s", flush=True)  # fmt: skip
-                key = f"{name}/{rows}/c{concurrency}"
-                ratios = [
-                    g.rows_per_s / r.rows_per_s
-                    for g, r in zip(runs["grpc"], runs["rest"], strict=True)
-                ]
-                results[key] = {
-                    "model": name,
-                    "rows": rows,
-                    "concurrency": concurrency,
-                    "runs": {p: [asdict(r) for r in rs] for p, rs in runs.items()},
-                    "median": {
-                        p: {
-                            field: statistics.median(getattr(r, field) for r in rs)
-                            for field in Run.__dataclass_fields__
-                        }
-                        for p, rs in runs.items()
-                    },
-                    "round_ratios": ratios,
-                    "ratio": statistics.median(ratios),
-                    "goal": GOAL_ONE_ROW if rows == 1 else GOAL_BULK,
-                }
-        rss = sum(server.memory().values())
+                outputs = [o.name for o in read_metadata(model_dirs[name]).outputs]
+                configs = [(1, c, ["grpc", "rest"]) for c in ONE_ROW_CONCURRENCY]
+                configs[-1][2].append("grpc-1conn")
+                configs.append((BULK_ROWS, BULK_CONCURRENCY, ["grpc", "rest"]))
+                if args.wrk:
+                    for _, _, protocols in configs:
+                        protocols.append("rest-wrk")
+                for rows, concurrency, protocols in configs:
+                    data = rows_of(name, model_dirs[name], rows)
+                    raw, header = workloads.v2_binary(data, outputs)
+                    rest = workloads.write(
+                        workdir, f"{name}-{rows}-rest", "v2-binary", rows, raw,
+                        content_type="application/octet-stream",
+                        headers={workloads.HEADER_LENGTH: str(header)},
+                    )  # fmt: skip
+                    grpc_bytes = grpc_request(name, data, outputs)
+                    grpc = workloads.write(workdir, f"{name}-{rows}-grpc", "grpc", rows, grpc_bytes)
+                    check_answers(base, target, name, rest, grpc_bytes)
+                    if rows == 1 and (name == FLOOR_MODEL or not floor_bodies):
+                        floor_bodies = {"model": name, "grpc": grpc, "rest": rest}
+                    urls = {"grpc": grpc_url, "grpc-1conn": grpc_url,
+                            "rest": f"{base}/v2/models/{name}/infer"}  # fmt: skip
+                    urls["rest-wrk"] = urls["rest"]
+                    bodies = {p: grpc if p.startswith("grpc") else rest for p in protocols}
+                    runs: dict[str, list[Run]] = {p: [] for p in protocols}
+                    for protocol in protocols:  # warm-up
+                        one_run(server, base, protocol, urls[protocol], bodies[protocol], rows, 1,
+                                concurrency, workdir)  # fmt: skip
+                    for round_ in range(args.rounds):
+                        order = protocols if round_ % 2 == 0 else list(reversed(protocols))
+                        for protocol in order:
+                            runs[protocol].append(
+                                one_run(server, base, protocol, urls[protocol],
+                                        bodies[protocol], rows, args.seconds, concurrency,
+                                        workdir)
+                            )  # fmt: skip
+                        said = ", ".join(
+                            f"{p} {runs[p][-1].requests_per_s:,.0f}" for p in protocols
+                        )
+                        print(f"{name} {rows} row(s) c={concurrency} round {round_ + 1}: "
+                              f"{said} req/s", flush=True)  # fmt: skip
+                    key = f"{name}/{rows}/c{concurrency}"
+                    ratios = [
+                        g.rows_per_s / r.rows_per_s
+                        for g, r in zip(runs["grpc"], runs["rest"], strict=True)
+                    ]
+                    results[key] = {
+                        "model": name,
+                        "rows": rows,
+                        "concurrency": concurrency,
+                        "runs": {p: [asdict(r) for r in rs] for p, rs in runs.items()},
+                        "median": {
+                            p: {
+                                field: statistics.median(getattr(r, field) for r in rs)
+                                for field in Run.__dataclass_fields__
+                            }
+                            for p, rs in runs.items()
+                        },
+                        "round_ratios": ratios,
+                        "ratio": statistics.median(ratios),
+                        "goal": GOAL_ONE_ROW if rows == 1 else GOAL_BULK,
+                    }
+            rss = sum(server.memory().values())
+        floors = floor_runs(floor_bodies, args.seconds, args.rounds, workdir)
 
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -393,12 +489,15 @@ def main() -> int:
         "rounds": args.rounds,
         "server_rss_bytes": rss,
         "results": results,
+        "floor_request_model": floor_bodies["model"],
+        "floors": floors,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print("\n| model | rows | conc. | protocol | req/s | rows/s | p50 ms | p99 ms | errors "
-          "| server CPU us/req | h2load cores | gRPC/REST | goal |")  # fmt: skip
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| server CPU us/req | rows per model call | h2load cores | gRPC/REST "
+          "| goal |")  # fmt: skip
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     missed = []
     for key, r in results.items():
         for protocol, m in r["median"].items():
@@ -410,12 +509,23 @@ def main() -> int:
                 f"| {r['model']} | {r['rows']:,} | {r['concurrency']} | {label} "
                 f"| {m['requests_per_s']:,.0f} | {m['rows_per_s']:,.0f} | {m['p50_ms']:.1f} "
                 f"| {m['p99_ms']:.1f} | {m['errors']:.0f} | {m['server_cpu_us_per_request']:,.0f} "
-                f"| {m['loadgen_cores']:.2f} | {ratio} | {goal} |"
+                f"| {m['rows_per_batch']:.1f} | {m['loadgen_cores']:.2f} | {ratio} | {goal} |"
             )
         if r["ratio"] < r["goal"]:
             missed.append(f"{key}: {r['ratio']:.2f} x < {r['goal']} x")
         if any(run["errors"] for runs in r["runs"].values() for run in runs):
             missed.append(f"{key}: errors")
+    print(f"\nThe transports alone (bench/floor_servers.py; {floor_bodies['model']}'s one-row "
+          "request):\n")  # fmt: skip
+    print("| transport | conc. | calls/s | server CPU us/call | errors |")
+    print("|---|---:|---:|---:|---:|")
+    for f in floors.values():
+        m = f["median"]
+        label = "gRPC (grpc.aio)" if f["transport"] == "grpc" else "HTTP/1.1 (uvicorn, httptools)"
+        print(f"| {label} | {f['concurrency']} | {m['requests_per_s']:,.0f} "
+              f"| {m['server_cpu_us_per_request']:,.0f} | {m['errors']:.0f} |")  # fmt: skip
+        if any(run["errors"] for run in f["runs"]):
+            missed.append(f"floor {f['transport']}/c{f['concurrency']}: errors")
     for line in missed:
         print(f"missed: {line}")
     print(f"figures: {args.json}")
