@@ -40,10 +40,20 @@ $(TOOLS_STAMP): requirements-tools.lock
 	$(TOOLS)/bin/pip install --quiet -r requirements-tools.lock
 	@touch $@
 
-lock: $(STAMP) ## Re-pin requirements.lock from pyproject.toml (uv pip compile)
+# Each lock as its header says it was made (the arguments in the same order, so the header
+# stays the same). uv keeps a lock's current pins, adding or changing only what pyproject.toml
+# asks for; `uv pip compile ... --upgrade-package NAME` moves one. requirements-ray.lock is
+# constrained by requirements-train.lock (the Ray scoring image is the training image plus
+# Ray, with the same pins), so it comes after it. requirements-tools.lock is kept by hand.
+LOCK_PLATFORM := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+lock: $(STAMP) ## Re-pin the serve, train, ray and dev locks from pyproject.toml (uv pip compile)
 	$(BIN)/pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra train --extra dev --python-version 3.11 \
-	  --python-platform x86_64-unknown-linux-gnu -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml -o requirements-serve.lock $(LOCK_PLATFORM)
+	$(BIN)/uv pip compile pyproject.toml --extra train -o requirements-train.lock $(LOCK_PLATFORM)
+	$(BIN)/uv pip compile pyproject.toml --extra train --extra ray -c requirements-train.lock \
+	  -o requirements-ray.lock $(LOCK_PLATFORM)
+	$(BIN)/uv pip compile pyproject.toml --extra train --extra dev --extra ray $(LOCK_PLATFORM) \
+	  -o requirements.lock
 
 # The Open Inference Protocol's gRPC stubs (service/grpc/proto/), generated from the official
 # .proto copied there. The sed gives the messages a descriptor pool of their own: tritonclient
@@ -110,7 +120,7 @@ ORT_GPU_PACKAGE ?= onnxruntime-gpu==1.31.1
 WHEELS ?=
 DOCKER_BUILD_ARGS ?=
 
-.PHONY: build containerize containerize-gpu containerize-train
+.PHONY: build containerize containerize-gpu containerize-train containerize-ray
 
 build: $(STAMP) ## Build the Bento (service, pinned packages, production models) into build/container
 	$(BIN)/python -m deploy.bento --output $(CONTEXT)/bento
@@ -131,13 +141,23 @@ containerize-gpu: build ## Build the GPU image kiln:gpu (onnxruntime-gpu on GPU_
 	$(call container_image,$(GPU_BASE_IMAGE),$(ORT_GPU_PACKAGE),gpu)
 
 # The training image's context is the repository (.dockerignore); WHEELS=dir, wheels for
-# requirements-train.lock, go to $(TRAIN_WHEELS) in it, else pip uses its index.
+# the image's lock, go to $(TRAIN_WHEELS) in it, else pip uses its index.
 TRAIN_WHEELS := build/train/wheels
-containerize-train: ## Build the training image kiln-train:cpu for the retraining CronJob (BASE_IMAGE=, WHEELS=)
+# $(1): the lock file Dockerfile.train installs, $(2): the tag.
+define train_image
 	rm -rf $(TRAIN_WHEELS)
 	$(if $(WHEELS),mkdir -p $(TRAIN_WHEELS) && { cp -l $(WHEELS)/*.whl $(TRAIN_WHEELS)/ 2>/dev/null || cp $(WHEELS)/*.whl $(TRAIN_WHEELS)/; })
-	$(DOCKER) build --file deploy/docker/Dockerfile.train --tag $(IMAGE)-train:cpu \
-	  --build-arg BASE_IMAGE=$(BASE_IMAGE) $(DOCKER_BUILD_ARGS) .
+	$(DOCKER) build --file deploy/docker/Dockerfile.train --tag $(2) \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg LOCK=$(1) $(DOCKER_BUILD_ARGS) .
+endef
+
+containerize-train: ## Build the training image kiln-train:cpu for the retraining CronJob (BASE_IMAGE=, WHEELS=)
+	$(call train_image,requirements-train.lock,$(IMAGE)-train:cpu)
+
+# The same image with Ray (requirements-ray.lock) for `kiln predict --engine ray` on a Ray
+# cluster; the training image stays without Ray. WHEELS=dir: wheels for requirements-ray.lock.
+containerize-ray: ## Build the Ray scoring image kiln-ray:cpu (Dockerfile.train with requirements-ray.lock)
+	$(call train_image,requirements-ray.lock,$(IMAGE)-ray:cpu)
 
 # Serving benchmark with the peers (bench/peers/: one venv each under build/bench-venvs/).
 .PHONY: bench bench-quick
