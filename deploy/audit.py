@@ -35,6 +35,7 @@ LOCKS = [
     "requirements.lock",
     "requirements-serve.lock",
     "requirements-train.lock",
+    "requirements-ray.lock",
     "requirements-tools.lock",
 ]
 ACCEPTED = REPO / "deploy" / "audit-accepted.yaml"
@@ -112,7 +113,9 @@ def _accepted(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("locks", nargs="*", type=Path, help="lock files (default: all four)")
+    parser.add_argument(
+        "locks", nargs="*", type=Path, help=f"lock files (default: {', '.join(LOCKS)})"
+    )
     parser.add_argument("--accepted", type=Path, default=ACCEPTED)
     parser.add_argument("--strict", action="store_true", help="fail on unlisted behind pins")
     args = parser.parse_args(argv)
