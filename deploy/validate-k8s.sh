@@ -10,16 +10,23 @@
 #      (the ServiceMonitor selects the Service and names one of its ports; every rule has
 #      an expr and one of alert/record), and `promtool check rules` parses the PromQL when
 #      promtool is installed. This is not the full CRD schema of an operator version;
-#   4. checkov's Kubernetes checks: any failed check fails, unless the manifest skips it
+#   4. KubeRay's RayJob (deploy/k8s/ray): validated with jsonschema against the CRD vendored in
+#      deploy/k8s/crds (KubeRay's own schema, ray.io/v1), unknown fields as errors, plus a few
+#      of the operator's own rules; its pod templates (head, workers, submitter) are core
+#      PodTemplateSpecs, so they go to kubernetes-validate as PodTemplates and to checkov as
+#      Pods (checkov has no RayJob checks: it counts the object and checks nothing in it);
+#   5. checkov's Kubernetes checks: any failed check fails, unless the manifest skips it
 #      with a `checkov.io/skipN: CKV_K8S_NN=reason` annotation (the reasons are printed).
 #
-# Usage: deploy/validate-k8s.sh [OVERLAY_DIR ...]   default: deploy/k8s/overlays/{cpu,gpu}
+# Usage: deploy/validate-k8s.sh [DIR ...]   default: deploy/k8s/overlays/{cpu,gpu}
+#   DIR: a folder with a kustomization.yaml: an overlay, or deploy/k8s/ray
 # Tools, from the environment:
 #   KUBECTL              kubectl with kustomize (default: kubectl on PATH)
 #   VENV_BIN             where the Python tools are (default: .venv/bin)
 #   KUBERNETES_VALIDATE  default: $VENV_BIN/kubernetes-validate
 #   CHECKOV              default: $VENV_BIN/checkov, else checkov on PATH
-#   PYTHON               with PyYAML (default: $VENV_BIN/python)
+#   PYTHON               with PyYAML and jsonschema (default: $VENV_BIN/python)
+#   RAYJOB_CRD           the RayJob CRD (default: deploy/k8s/crds/ray.io_rayjobs.yaml)
 #   PROMTOOL             default: promtool on PATH; without it PromQL is not parsed (said so)
 #   K8S_VERSIONS         default: "1.31 1.37" (1.31: the oldest these manifests need, for
 #                        podFailurePolicy and the preStop sleep action; 1.37: the newest
@@ -51,6 +58,10 @@ fi
     die "checkov not found in $VENV_BIN or on PATH: install it (in a virtual environment of its own: it pins packaging<24), or set CHECKOV=/path/to/checkov"
 PYTHON=${PYTHON:-$VENV_BIN/python}
 "$PYTHON" -c 'import yaml' 2>/dev/null || die "$PYTHON cannot import yaml (PyYAML): set PYTHON"
+"$PYTHON" -c 'import jsonschema' 2>/dev/null ||
+    die "$PYTHON cannot import jsonschema: $VENV_BIN/pip install jsonschema, or set PYTHON"
+RAYJOB_CRD=${RAYJOB_CRD:-deploy/k8s/crds/ray.io_rayjobs.yaml}
+[[ -f $RAYJOB_CRD ]] || die "$RAYJOB_CRD not found: the vendored RayJob CRD (deploy/k8s/crds/README.md)"
 PROMTOOL=${PROMTOOL:-$(command -v promtool || true)}
 
 if [[ $# -eq 0 ]]; then
@@ -61,16 +72,19 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # Splits a render into core.yaml (for kubernetes-validate) and checks the custom resources;
-# writes the PrometheusRule groups to rules.yaml for promtool.
+# writes the PrometheusRule groups to rules.yaml for promtool, and the RayJobs' pod templates
+# as Pods to pods.yaml for checkov (as PodTemplates, they join core.yaml).
 check_custom_resources() {
     "$PYTHON" - "$@" <<'PY'
+import functools
 import re
 import sys
 
+import jsonschema
 import yaml
 
-rendered, core_out, rules_out = sys.argv[1:4]
-CUSTOM = "monitoring.coreos.com/"
+rendered, core_out, rules_out, pods_out, rayjob_crd = sys.argv[1:6]
+CUSTOM = ("monitoring.coreos.com/", "ray.io/")
 DURATION = re.compile(r"^((\d+)(ms|s|m|h|d|w|y))+$")
 errors = []
 
@@ -100,11 +114,120 @@ core = [d for d in docs if not str(d.get("apiVersion", "")).startswith(CUSTOM)]
 custom = [d for d in docs if str(d.get("apiVersion", "")).startswith(CUSTOM)]
 services = [d for d in core if d.get("kind") == "Service"]
 groups_out = []
+pods = []
+
+
+def strict(schema):
+    """A CRD schema with unknown fields as errors.
+
+    A structural CRD schema lists an object's fields in `properties` but does not say
+    additionalProperties: false: the API server prunes unknown fields silently instead of
+    refusing them, so a misspelt field would vanish from the applied object without a word.
+    Closing every object schema that lists properties (unless it keeps unknown fields,
+    x-kubernetes-preserve-unknown-fields) turns that into an error here. OpenAPI 3.0's
+    `nullable` becomes a null type for jsonschema.
+    """
+    out = dict(schema)
+    if "properties" in out:
+        out["properties"] = {k: strict(v) for k, v in out["properties"].items()}
+        if "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = strict(out["additionalProperties"])
+    if isinstance(out.get("items"), dict):
+        out["items"] = strict(out["items"])
+    for key in ("anyOf", "allOf", "oneOf"):
+        if key in out:
+            out[key] = [strict(s) for s in out[key]]
+    if out.get("nullable") and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+@functools.cache
+def crd_validator(path):
+    with open(path) as f:  # 724 KB: libyaml's loader where PyYAML has it
+        crd = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    group = crd["spec"]["group"]
+    versions = {v["name"]: v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"]}
+    # OpenAPI 3.0 schema objects are a draft-4 dialect of JSON Schema. Formats (int32,
+    # date-time) and the CEL rules (x-kubernetes-validations) are not checked.
+    return {f"{group}/{v}": jsonschema.Draft4Validator(strict(s)) for v, s in versions.items()}
+
+
+def json_path(error):
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path) or "."
+
+
+def pod_template(where, owner, role, template, *, job=False):
+    """A RayJob's pod template, as a PodTemplate (kubernetes-validate) and, for checkov, a
+    Pod, or a Job when KubeRay runs it as one (the submitter: checkov asks no probes of a Job).
+    """
+    meta = owner["metadata"]
+    name = f"{meta.get('name')}-{role}"
+    if not isinstance(template, dict):
+        fail(where, f"{role}: no pod template")
+        return
+    core.append({
+        "apiVersion": "v1", "kind": "PodTemplate",
+        "metadata": {"name": name, "namespace": meta.get("namespace")},
+        "template": template,
+    })
+    # checkov reads its skips from the object it checks: the RayJob's go with its pods.
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("checkov.io/")}
+    tmeta = template.get("metadata") or {}
+    metadata = {
+        "name": name, "namespace": meta.get("namespace"),
+        "labels": tmeta.get("labels") or {},
+        "annotations": {**(tmeta.get("annotations") or {}), **annotations},
+    }
+    if job:
+        pods.append({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": metadata,
+            "spec": {"template": {"metadata": {"labels": metadata["labels"]}, "spec": template.get("spec")}},
+        })
+    else:
+        pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template.get("spec")})
+
+
+def check_rayjob(doc, where):
+    validator = crd_validator(rayjob_crd).get(doc.get("apiVersion"))
+    if validator is None:
+        fail(where, f"apiVersion {doc.get('apiVersion')}: {rayjob_crd} has no schema for it")
+        return
+    errors_before = len(errors)
+    for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+        fail(where, f"CRD schema ({rayjob_crd}): {json_path(error)}: {error.message}")
+    if len(errors) > errors_before:
+        return
+    # A few of KubeRay's own rules (ray-operator/controllers/ray/utils/validation.go), which
+    # the schema cannot say.
+    name, spec = doc["metadata"]["name"], doc["spec"]
+    if len(name) > 47 or not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name):
+        fail(where, "the name must be a DNS-1035 label of at most 47 characters (KubeRay)")
+    if not str(spec.get("entrypoint", "")).strip():
+        fail(where, "spec.entrypoint is empty")
+    if spec.get("activeDeadlineSeconds", 1) <= 0:
+        fail(where, "spec.activeDeadlineSeconds must be positive")
+    cluster = spec.get("rayClusterSpec")
+    if not isinstance(cluster, dict):
+        fail(where, "spec.rayClusterSpec: a RayJob here starts its own cluster")
+        return
+    pod_template(where, doc, "head", cluster["headGroupSpec"].get("template"))
+    for group in cluster.get("workerGroupSpecs", []):
+        low, high = group.get("minReplicas", 0), group.get("maxReplicas", 0)
+        if not low <= group.get("replicas", low) <= high:
+            fail(where, f"worker group {group['groupName']}: replicas outside minReplicas..maxReplicas")
+        pod_template(where, doc, f"worker-{group['groupName']}", group.get("template"))
+    if "submitterPodTemplate" in spec:
+        pod_template(where, doc, "submitter", spec["submitterPodTemplate"], job=True)
+
+
 for doc in custom:
     kind, meta = doc.get("kind"), doc.get("metadata") or {}
     where = f"{kind}/{meta.get('name')}"
     spec = doc.get("spec")
-    if doc.get("apiVersion") != "monitoring.coreos.com/v1":
+    if kind in ("ServiceMonitor", "PrometheusRule") and doc.get("apiVersion") != "monitoring.coreos.com/v1":
         fail(where, f"apiVersion {doc.get('apiVersion')}: only monitoring.coreos.com/v1 is checked")
     if not meta.get("name") or not isinstance(spec, dict):
         fail(where, "needs metadata.name and a spec mapping")
@@ -168,6 +291,8 @@ for doc in custom:
                 if "record" in rule and ("for" in rule or "annotations" in rule):
                     fail(at, "a recording rule takes neither for nor annotations")
         groups_out.extend(groups)
+    elif kind == "RayJob":
+        check_rayjob(doc, where)
     else:
         fail(where, f"no check for {kind}: add one here before using it")
 
@@ -178,11 +303,19 @@ with open(core_out, "w") as f:
     yaml.safe_dump_all(core, f, sort_keys=False)
 with open(rules_out, "w") as f:
     yaml.safe_dump({"groups": groups_out}, f, sort_keys=False)
+with open(pods_out, "w") as f:
+    yaml.safe_dump_all(pods, f, sort_keys=False)
 print(
     f"custom resources: {len(custom)} checked "
     f"({', '.join(sorted(d['kind'] + '/' + d['metadata']['name'] for d in custom))}); "
     f"{len(core)} core resources"
 )
+if pods:
+    print(
+        f"RayJob: CRD schema ({rayjob_crd}, strict): ok; {len(pods)} pod templates "
+        f"({', '.join(p['metadata']['name'] for p in pods)}) go to kubernetes-validate as "
+        "PodTemplates and to checkov as Pods, the submitter as a Job (checkov has no RayJob checks)"
+    )
 PY
 }
 
@@ -246,11 +379,14 @@ for overlay in "$@"; do
         failed=1
         continue
     fi
-    if ! check_custom_resources "$dir/rendered.yaml" "$dir/core.yaml" "$dir/rules.yaml"; then
+    if ! check_custom_resources "$dir/rendered.yaml" "$dir/core.yaml" "$dir/rules.yaml" \
+        "$dir/pods.yaml" "$RAYJOB_CRD"; then
         failed=1
         continue
     fi
-    if [[ -n $PROMTOOL ]]; then
+    if grep -qx 'groups: \[\]' "$dir/rules.yaml"; then
+        echo "promtool: no PrometheusRule in $overlay"
+    elif [[ -n $PROMTOOL ]]; then
         if out=$("$PROMTOOL" check rules "$dir/rules.yaml" 2>&1); then
             echo "promtool: $(grep -o 'SUCCESS: [0-9]* rules found' <<<"$out" || echo "$out")"
         else
@@ -275,11 +411,16 @@ for overlay in "$@"; do
             echo "kubernetes-validate $version (strict): ok"
         fi
     done
-    run_checkov "$dir/rendered.yaml" "$dir/checkov.json" || failed=1
+    # The render and the RayJobs' pod templates as Pods, in one file for one checkov run.
+    cp "$dir/rendered.yaml" "$dir/checkov.yaml"
+    if [[ -s $dir/pods.yaml ]]; then
+        { echo "---"; cat "$dir/pods.yaml"; } >>"$dir/checkov.yaml"
+    fi
+    run_checkov "$dir/checkov.yaml" "$dir/checkov.json" || failed=1
 done
 
 if [[ $failed -ne 0 ]]; then
     echo "validate-k8s: FAILED"
     exit 1
 fi
-echo "validate-k8s: all overlays valid"
+echo "validate-k8s: all valid ($*)"
