@@ -1,25 +1,16 @@
-"""Batch scoring: a CSV or Parquet file of any size through one model, chunk by chunk.
+"""Batch scoring in one process: an input of any size through one model, chunk by chunk.
 
     from training.batch import score_file
     summary = score_file("churn", Path("customers.csv"), Path("scores.parquet"))
 
-The file is read ``chunk_rows`` rows at a time and only one chunk is held in memory, whatever
-the file's size. Each chunk is checked by the one set of value rules (kiln/values.py) that
-the routes and the in-process Predictor apply, vectorised: a row with a value they would
-refuse (text such as "n/a" in a numeric column, an infinite or float32-overflowing number, a
-non-string in a categorical column) goes to the rejects file with the reason, and so does a
-row whose answer is not a finite number (the service's 422 for it); the others are
-typed as the service types them (float32 with NaN for missing numbers, strings with "" for
-missing categories and text) and scored by ONNX Runtime, one batch per chunk (cut into one
-slice per core, which keeps the answers the service's bit for bit: see :class:`_Inference`).
-In a CSV file only an empty field is missing; a CSV's numbers are its text.
-
-The rows that pass are then held against the training data by the input checks every path
-runs (kiln/checks.py: unseen category, out of range, missing), vectorised per chunk, under
-``input_checks`` (default: the model's own mode). Every mode counts the rows per feature and
-reason for the summary; ``warn`` also writes each finding to the warnings file (default
-:func:`default_warnings_path`) and scores the row; ``reject`` sends the row to the rejects
-file, with the reasons the service's 422 gives, instead of scoring it.
+The input is a CSV, TSV or Parquet file, a directory of them or a glob (training/parts.py),
+local or in an object store; every part must have the same columns. It is read
+``chunk_rows`` rows at a time and only one chunk is held in memory, whatever its size. Each
+chunk goes through training/scoring.py's :class:`~training.scoring.ChunkScorer` (the value
+rules, the input checks and ONNX Runtime, as the service applies them); this module reads
+the parts (:class:`Source`: in a CSV file only an empty field is missing, and a CSV's
+numbers are its text) and writes the files: the scores, the rejects with their reasons and,
+under ``warn``, the warnings. training/rayscore.py runs the same scorer on Ray actors.
 
 Outputs are written to temporary files next to the requested ones and renamed into place at
 the end: an error (an unreadable line, a failing model) leaves no half-written output behind.
@@ -27,25 +18,23 @@ the end: an error (an unreadable line, a failing model) leaves no half-written o
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import itertools
-import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 import pandas as pd
 
-from kiln.artifact import CheckMode, FeatureKind, ModelMetadata, Task
+from kiln.artifact import CheckMode
 from kiln.checks import InputChecks, parse_mode
-from kiln.errors import DataError, InvalidInput, NonFiniteOutput
+from kiln.errors import DataError, InvalidInput
 from kiln.resolve import Warn, resolve
-from kiln.runtime import ModelRuntime, default_providers
-from kiln.values import check_columns, check_frame, nonfinite_outputs
+from kiln.store import StoredModel
+from training.parts import Part, is_uri, list_parts, open_filesystem
+from training.scoring import ChunkScorer, reserved_names
 
 __all__ = [
     "ScoreSummary",
@@ -78,6 +67,8 @@ class ScoreSummary:
     # (feature, reason) -> rows that failed that input check, in every mode
     findings: dict[tuple[str, str], int] = field(default_factory=dict)
     warnings: Path | None = None  # the warnings file (written under `warn` only)
+    parts: int = 1  # the input's files (training/parts.py)
+    engine: str = "local"  # "local" (this module) or "ray" (training/rayscore.py)
 
     @property
     def rows_per_second(self) -> float:
@@ -117,18 +108,31 @@ def _output_format(path: Path) -> str:
     raise InvalidInput(f"{path}: the output must end in .csv or .parquet")
 
 
-def estimate_rows(path: Path) -> int | None:
-    """Rows in a data file: exact for Parquet, estimated from the first MiB for CSV."""
+def estimate_rows(location: Path | str) -> int | None:
+    """Rows in an input (training/parts.py): exact for Parquet, estimated from each file's
+    first MiB for CSV; None when it cannot say (a URI, an unreadable part)."""
     try:
-        if _input_format(path) == "parquet":
-            import pyarrow.parquet as pq
-
-            return int(pq.ParquetFile(path).metadata.num_rows)
-        size = path.stat().st_size
-        with path.open("rb") as fh:
-            head = fh.read(1 << 20)
+        total = 0
+        for part in list_parts(location):
+            if is_uri(part.location):
+                return None
+            found = _estimate_file(Path(part.location))
+            if found is None:
+                return None
+            total += found
+        return total
     except Exception:  # only a hint for a progress bar; score_file reports real errors
         return None
+
+
+def _estimate_file(path: Path) -> int | None:
+    if _input_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(1 << 20)
     lines = head.count(b"\n") + (0 if head.endswith(b"\n") or not head else 1)
     if len(head) >= size:
         return max(lines - 1, 0)
@@ -140,23 +144,43 @@ def estimate_rows(path: Path) -> int | None:
 
 @dataclass(frozen=True)
 class Source:
-    """A CSV, TSV or Parquet file to read in chunks (``kiln predict``, ``kiln drift``)."""
+    """A CSV, TSV or Parquet file to read in chunks (``kiln predict``, ``kiln drift``): a
+    local path, or a URI opened through pyarrow's filesystems (training/parts.py)."""
 
-    path: Path
+    path: str
     format: str
     columns: list[str]  # every column of the file, in file order
+    types: tuple[str, ...] = ()  # Parquet: each column's Arrow type, in the same order
+    row_groups: tuple[int, ...] = ()  # Parquet: rows in each row group
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[Any]:
+        """What pandas and pyarrow read: the local path itself, or an open pyarrow file."""
+        if not is_uri(self.path):
+            yield self.path
+            return
+        fs, inner = open_filesystem(self.path)
+        opener = fs.open_input_file if self.format == "parquet" else fs.open_input_stream
+        with opener(inner) as handle:
+            yield handle
 
     def chunks(
-        self, wanted: list[str], strings: set[str], ident: str | None, rows: int
+        self,
+        wanted: list[str],
+        strings: set[str],
+        ident: str | None,
+        rows: int,
+        row_groups: list[int] | None = None,
     ) -> Iterator[pd.DataFrame]:
         """The wanted columns, ``rows`` rows at a time; read errors become DataError.
 
         ``strings``: categorical and text features, read as written; ``ident``: the id
-        column, read as strings whatever its type.
+        column, read as strings whatever its type; ``row_groups``: only these row groups of
+        a Parquet file (the Ray engine's units), else the whole file.
         """
         try:
             if self.format == "parquet":
-                yield from self._parquet(wanted, strings, ident, rows)
+                yield from self._parquet(wanted, strings, ident, rows, row_groups)
             else:
                 yield from self._csv(wanted, strings | ({ident} if ident else set()), rows)
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -189,24 +213,33 @@ class Source:
         # read as written. All columns are read (no `usecols`), so that a line with an extra
         # field is an error, as in training, and never a row of shifted values.
         numeric = set(wanted) - strings
-        with pd.read_csv(
-            self.path,
-            dtype={c: str for c in self.columns if c not in numeric},
-            chunksize=rows,
-            **self._csv_options(),
-        ) as reader:
+        with (
+            self.opened() as handle,
+            pd.read_csv(
+                handle,
+                dtype={c: str for c in self.columns if c not in numeric},
+                chunksize=rows,
+                **self._csv_options(),
+            ) as reader,
+        ):
             for frame in reader:
                 yield frame[wanted]
 
     def _parquet(
-        self, wanted: list[str], strings: set[str], ident: str | None, rows: int
+        self,
+        wanted: list[str],
+        strings: set[str],
+        ident: str | None,
+        rows: int,
+        row_groups: list[int] | None,
     ) -> Iterator[pd.DataFrame]:
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        with pq.ParquetFile(self.path) as parquet:
-            for batch in parquet.iter_batches(batch_size=rows, columns=wanted):
+        with self.opened() as handle, pq.ParquetFile(handle) as parquet:
+            batches = parquet.iter_batches(batch_size=rows, columns=wanted, row_groups=row_groups)
+            for batch in batches:
                 arrays = []
                 for name, array in zip(batch.schema.names, batch.columns, strict=True):
                     if pa.types.is_dictionary(array.type):
@@ -224,26 +257,72 @@ class Source:
                 yield table.to_pandas()
 
 
-def open_source(path: Path) -> Source:
-    """The file at ``path``, its format and columns checked; DataError names what is wrong."""
-    fmt = _input_format(path)
-    if not path.is_file():
-        raise DataError("file not found", source=str(path))
+def open_source(path: Path | str) -> Source:
+    """The file at ``path`` (a local path or a URI), its format and columns checked;
+    DataError names what is wrong."""
+    location = str(path)
+    fmt = _input_format(Path(location))
+    if not is_uri(location) and not Path(location).is_file():
+        raise DataError("file not found", source=location)
+    source = Source(location, fmt, [])
     try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
+        with source.opened() as handle:
+            if fmt == "parquet":
+                import pyarrow.parquet as pq
 
-            columns = list(pq.read_schema(path).names)
-        else:
-            header = pd.read_csv(path, nrows=0, **Source(path, fmt, [])._csv_options())
-            columns = [str(c) for c in header.columns]
+                meta = pq.ParquetFile(handle).metadata
+                schema = meta.schema.to_arrow_schema()
+                groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+                return Source(
+                    location, fmt, list(schema.names), tuple(map(str, schema.types)), groups
+                )
+            header = pd.read_csv(handle, nrows=0, **source._csv_options())
     except pd.errors.EmptyDataError:
-        raise DataError("is empty: expected a header row", source=str(path)) from None
+        raise DataError("is empty: expected a header row", source=location) from None
+    except FileNotFoundError:
+        raise DataError("file not found", source=location) from None
     except OSError as exc:
-        raise DataError(f"cannot be read: {exc.strerror or exc}", source=str(path)) from None
+        raise DataError(f"cannot be read: {exc.strerror or exc}", source=location) from None
     except Exception as exc:  # pandas and pyarrow raise many types for corrupt files
-        raise DataError(f"cannot be read as {fmt.upper()}: {exc}", source=str(path)) from None
-    return Source(path, fmt, columns)
+        raise DataError(f"cannot be read as {fmt.upper()}: {exc}", source=location) from None
+    return Source(location, fmt, [str(c) for c in header.columns])
+
+
+def open_parts(location: Path | str) -> list[tuple[Part, Source]]:
+    """Every part of ``location`` (training/parts.py) opened, in order, each with the first
+    part's columns (and Parquet types): DataError names a part that differs, and how."""
+    found = [(part, open_source(part.location)) for part in list_parts(location)]
+    first_part, first = found[0]
+    for part, source in found[1:]:
+        if source.columns != first.columns:
+            gone = [c for c in first.columns if c not in source.columns]
+            extra = [c for c in source.columns if c not in first.columns]
+            what = "; ".join(
+                text
+                for text in (
+                    f"no {', '.join(map(repr, gone))}" if gone else "",
+                    f"{', '.join(map(repr, extra))} as well" if extra else "",
+                    "" if gone or extra else "the same columns in another order",
+                )
+                if text
+            )
+            raise DataError(
+                f"its columns differ from the first part's ({first_part.name}): {what}",
+                source=part.location,
+            )
+        if source.format != first.format or source.types != first.types:
+            changed = next(
+                (
+                    f"{c!r} is {t} here, {u} in {first_part.name}"
+                    for c, t, u in zip(source.columns, source.types, first.types, strict=False)
+                    if t != u
+                ),
+                f"it is {source.format.upper()}, {first_part.name} is {first.format.upper()}",
+            )
+            raise DataError(
+                f"its schema differs from the first part's: {changed}", source=part.location
+            )
+    return found
 
 
 def _pick_id_column(
@@ -272,67 +351,6 @@ def _pick_id_column(
             source=str(source.path),
         )
     return chosen
-
-
-# --- checking and typing ------------------------------------------------------------------
-
-
-WARNING_COLUMNS = ["row", "feature", "value", "reason", "message"]
-"""The warnings file's columns, after the id column when there is one."""
-
-
-class _InputChecks:
-    """The input checks of one run: counts for the summary, and per chunk what the mode does
-    with the rows that fail (the reasons of rejected rows, the lines of the warnings file)."""
-
-    def __init__(self, checks: InputChecks, mode: CheckMode, warnings: _Rows | None) -> None:
-        self.checks = checks
-        self.mode = mode
-        self.warnings = warnings
-        self.counts: dict[tuple[str, str], int] = {}
-
-    def chunk(
-        self,
-        columns: dict[str, np.ndarray],
-        at: np.ndarray,
-        frame: pd.DataFrame,
-        first_row: int,
-        ident: str | None,
-        reasons: dict[int, list[str]],
-    ) -> np.ndarray | None:
-        """Check ``columns`` (the chunk's rows at frame positions ``at``); under ``reject``,
-        the mask of those rows to refuse, with their reasons added to ``reasons`` (by frame
-        position). ``first_row``: the file row (1-based) of the frame's first row."""
-        masks = self.checks.masks(columns)  # one vectorised pass per feature; rows only on a hit
-        if not masks:
-            return None
-        for key, rows in self.checks.counts(masks).items():
-            self.counts[key] = self.counts.get(key, 0) + rows
-        if self.mode is CheckMode.accept:
-            return None
-        found = self.checks.findings(columns, masks)
-        if self.mode is CheckMode.reject:
-            for finding in found:  # as the rejects file words a refused value
-                reasons.setdefault(int(at[finding.row]), []).append(
-                    f"{finding.feature}: {finding.message}"
-                )
-            return np.logical_or.reduce(list(masks.values()))
-        assert self.warnings is not None
-        positions = at[[f.row for f in found]]
-        # The value as checked (what the JSON route's warning carries: 87.1 for a float32,
-        # empty when missing), not as read: pandas reads a CSV column by chunk, so the text
-        # of a number would depend on the chunk size (500 or 500.0).
-        data: dict[str, Any] = {
-            "row": positions + first_row,
-            "feature": [f.feature for f in found],
-            "value": [None if f.reason == "missing" else f.value for f in found],
-            "reason": [f.reason for f in found],
-            "message": [f.message for f in found],
-        }
-        if ident:
-            data[ident] = frame[ident].iloc[positions].to_numpy()
-        self.warnings.write(data)
-        return None
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -405,81 +423,12 @@ class _Rows(_File):
         self._fh.close()
 
 
-def _output_schema(runtime: ModelRuntime, id_column: str | None) -> tuple[Any, str | None]:
-    """(the output's Arrow schema, the runtime output behind the per-class columns)."""
-    import pyarrow as pa
-
-    meta: ModelMetadata = runtime.metadata
-    example = runtime.run(runtime.example_columns())  # the real output dtypes
-    fields = [(id_column, pa.string())] if id_column else []
-    per_class: str | None = None
-    if meta.task is Task.classification and meta.classes is not None:
-        per_class = "probabilities" if "probabilities" in example else "scores"
-        label = example["label"]
-        fields.append(
-            (
-                "prediction",
-                pa.string() if label.dtype == object else pa.from_numpy_dtype(label.dtype),
-            )
-        )
-        prefix = "probability" if per_class == "probabilities" else "score"
-        fields += [(f"{prefix}_{c}", pa.float32()) for c in meta.classes]
-    else:
-        fields.append(("prediction", pa.from_numpy_dtype(example["prediction"].dtype)))
-    return pa.schema(fields), per_class
-
-
-# --- inference ----------------------------------------------------------------------------
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-class _Inference:
-    """``ModelRuntime.run`` on a chunk, spread over the cores without changing one bit.
-
-    ONNX Runtime's own threads (``intra_op_num_threads`` > 1) change the order in which a
-    tree ensemble sums its trees, and with it the last bit of a probability, depending on the
-    batch size: the answers would differ from the service's (one thread per call) and from
-    one chunk size to another. So the session keeps one thread, as the service's does, and a
-    chunk is cut into one slice per core, run side by side (ONNX Runtime releases the GIL); a
-    row's answer does not depend on the rows run with it.
-    """
-
-    MIN_SLICE = 2_000  # smaller slices cost more in calls than they gain
-
-    def __init__(self, runtime: ModelRuntime, workers: int | None = None) -> None:
-        self.runtime = runtime
-        self.workers = max(1, workers or _cores())
-        self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
-
-    def run(self, columns: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        parts = min(self.workers, rows // self.MIN_SLICE)
-        if self._pool is None or parts < 2:
-            return self.runtime.run(columns)
-        bounds = np.linspace(0, rows, parts + 1).astype(int)
-        futures = [
-            self._pool.submit(self.runtime.run, {n: v[a:b] for n, v in columns.items()})
-            for a, b in itertools.pairwise(bounds)
-        ]
-        results = [f.result() for f in futures]
-        return {n: np.concatenate([r[n] for r in results]) for n in results[0]}
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-
-
 # --- the whole run ------------------------------------------------------------------------
 
 
 def score_file(
     ref: str,
-    input: Path,
+    input: Path | str,
     output: Path,
     *,
     rejects: Path | None = None,
@@ -519,136 +468,61 @@ def score_file(
     ModelNotFound.
     """
     started = time.perf_counter()
-    input, output = Path(input), Path(output)
+    output = Path(output)
     if chunk_rows < 1:
         raise InvalidInput(f"chunk_rows must be at least 1, got {chunk_rows}")
-    try:
-        mode = parse_mode(input_checks) if input_checks is not None else None
-    except ValueError as exc:
-        raise InvalidInput(f"input checks: {exc}") from None
+    mode = _parse_mode(input_checks)
     out_format = _output_format(output)
     rejects = Path(rejects) if rejects is not None else default_rejects_path(output)
-    if len({input.resolve(), output.resolve(), rejects.resolve()}) < 3:
+    parts = open_parts(input)
+    local = [Path(part.location).resolve() for part, _ in parts if not is_uri(part.location)]
+    if output.resolve() in local or rejects.resolve() in local or output == rejects:
         raise InvalidInput("the input, output and rejects files must be three different files")
-    source = open_source(input)
     stored = resolve(ref, warn=on_warning)
-    meta = stored.metadata
-    checks = InputChecks(meta, mode)
+    scorer, ident = open_scorer(stored, mode, [s for _, s in parts], id_column)
     warned: Path | None = None
-    if checks.mode is CheckMode.warn:
+    if scorer.mode is CheckMode.warn:
         warned = Path(warnings) if warnings is not None else default_warnings_path(output)
-        paths = {input.resolve(), output.resolve(), rejects.resolve(), warned.resolve()}
-        if len(paths) < 4:
+        if warned.resolve() in {*local, output.resolve(), rejects.resolve()}:
             raise InvalidInput(
                 "the input, output, rejects and warnings files must be four different files"
             )
-    features = [(f.name, f.kind) for f in meta.features]
-    feature_names = [name for name, _ in features]
-    missing = [name for name in feature_names if name not in source.columns]
-    if missing:
-        shown = ", ".join(source.columns[:40]) + (" ..." if len(source.columns) > 40 else "")
-        raise DataError(
-            f"no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
-            f"for model {stored.tag}, which takes "
-            f"{', '.join(feature_names)}; the file's columns are: {shown}",
-            source=str(input),
-        )
-
-    runtime = ModelRuntime(stored, default_providers(), intra_op_threads=1)
-    runtime.warm_up()
-    reserved = ["prediction", "row", "reason"] + [
-        f"{p}_{c}" for p in ("probability", "score") for c in meta.classes or []
-    ]
-    if warned is not None:
-        reserved += WARNING_COLUMNS
-    ident = _pick_id_column(source, feature_names, id_column, reserved)
-    schema, per_class = _output_schema(runtime, ident)
-    class_columns = schema.names[len(schema.names) - len(meta.classes or []) :] if per_class else []
-    wanted = list(dict.fromkeys([*([ident] if ident else []), *feature_names]))
-    strings = {n for n, k in features if k is not FeatureKind.numeric}
-
     output.parent.mkdir(parents=True, exist_ok=True)
     rejects.parent.mkdir(parents=True, exist_ok=True)
     if warned is not None:
         warned.parent.mkdir(parents=True, exist_ok=True)
-    reject_names = ([ident] if ident else []) + ["row", "reason"]
-    reject_names += [n for n in feature_names if n != ident]
     files: list[_File] = []
     done = False
     rows = scored = rejected = 0
-    inference = _Inference(runtime)
     try:
-        scores = _Scores(output, out_format, schema)
+        scores = _Scores(output, out_format, scorer.schema)
         files.append(scores)
-        refused = _Rows(rejects, reject_names)
+        refused = _Rows(rejects, scorer.reject_names)
         files.append(refused)
         warning_rows = None
         if warned is not None:
-            warning_rows = _Rows(warned, ([ident] if ident else []) + WARNING_COLUMNS)
+            warning_rows = _Rows(warned, scorer.warning_names)
             files.append(warning_rows)
-        inspected = _InputChecks(checks, checks.mode, warning_rows)
-        for frame in source.chunks(wanted, strings, ident, chunk_rows):
-            checked = check_frame(frame, features)
-            good = ~checked.bad
-            n_good = int(good.sum())
-            outputs: dict[str, np.ndarray] = {}
-            if n_good:
-                columns = (
-                    checked.columns
-                    if n_good == len(frame)
-                    else {n: v[good] for n, v in checked.columns.items()}
-                )
-                check_columns(meta, columns)
-                scored_at = np.flatnonzero(good)
-                refuse = inspected.chunk(
-                    columns, scored_at, frame, rows + 1, ident, checked.reasons
-                )
-                if refuse is not None:  # reject: unlike the training data, not scored
-                    good[scored_at[refuse]] = False
-                    columns = {n: v[~refuse] for n, v in columns.items()}
-                    scored_at = scored_at[~refuse]
-                    n_good = len(scored_at)
-            if n_good:
-                outputs = inference.run(columns, n_good)
-                nonfinite = nonfinite_outputs(outputs)
-                if nonfinite:  # no answer for these rows: rejects, as the service's 422
-                    for i, detail in nonfinite.items():
-                        checked.reasons[int(scored_at[i])] = [NonFiniteOutput.reason(detail)]
-                    keep = np.ones(n_good, dtype=bool)
-                    keep[list(nonfinite)] = False
-                    outputs = {n: v[keep] for n, v in outputs.items()}
-                    good[scored_at[~keep]] = False
-                    n_good = int(keep.sum())
-            if n_good < len(frame):
-                positions = np.flatnonzero(~good)
-                block = frame.iloc[positions]
-                refused.write(
-                    {
-                        **{n: block[n].to_numpy() for n in wanted},
-                        "row": positions + rows + 1,
-                        "reason": ["; ".join(checked.reasons[int(i)]) for i in positions],
-                    }
-                )
-            if n_good:
-                data: dict[str, Any] = {}
-                if ident:
-                    ids = frame[ident]
-                    data[ident] = (ids if n_good == len(frame) else ids[good]).to_numpy()
-                if per_class:
-                    data["prediction"] = outputs["label"].reshape(-1)
-                    for j, name in enumerate(class_columns):
-                        data[name] = outputs[per_class][:, j]
-                else:
-                    data["prediction"] = outputs["prediction"].reshape(-1)
-                scores.write(data)
-            rows += len(frame)
-            scored += n_good
-            rejected += len(frame) - n_good
-            if on_progress is not None:
-                on_progress(len(frame))
+        for part, source in parts:
+            first = 1
+            chunks = source.chunks(scorer.wanted, scorer.strings, ident, chunk_rows)
+            for frame in chunks:
+                result = scorer.score(frame, first, part.name)
+                first += len(frame)
+                if result.rejects is not None:
+                    refused.write(result.rejects)
+                if result.warnings is not None and warning_rows is not None:
+                    warning_rows.write(result.warnings)
+                if result.scores is not None:
+                    scores.write(result.scores)
+                rows += result.rows
+                scored += result.scored
+                rejected += result.rejected
+                if on_progress is not None:
+                    on_progress(len(frame))
         done = True
     finally:
-        inference.close()
+        scorer.close()
         for file in files:
             file.close(keep=done)
     return ScoreSummary(
@@ -660,8 +534,38 @@ def score_file(
         output=output,
         rejects=rejects,
         id_column=ident,
-        unused_columns=tuple(c for c in source.columns if c not in wanted),
-        input_checks=checks.mode,
-        findings=dict(inspected.counts),
+        unused_columns=tuple(c for c in parts[0][1].columns if c not in scorer.wanted),
+        input_checks=scorer.mode,
+        findings=dict(scorer.counts),
         warnings=warned,
+        parts=len(parts),
     )
+
+
+def _parse_mode(input_checks: CheckMode | str | None) -> CheckMode | None:
+    try:
+        return parse_mode(input_checks) if input_checks is not None else None
+    except ValueError as exc:
+        raise InvalidInput(f"input checks: {exc}") from None
+
+
+def open_scorer(
+    stored: StoredModel, mode: CheckMode | None, sources: list[Source], id_column: str | None
+) -> tuple[ChunkScorer, str | None]:
+    """The model opened for scoring ``sources`` (the parts of one input, same columns), and
+    the id column carried: DataError when a feature column or the named id is missing."""
+    meta = stored.metadata
+    source = sources[0]
+    feature_names = [f.name for f in meta.features]
+    missing = [name for name in feature_names if name not in source.columns]
+    if missing:
+        shown = ", ".join(source.columns[:40]) + (" ..." if len(source.columns) > 40 else "")
+        raise DataError(
+            f"no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+            f"for model {stored.tag}, which takes "
+            f"{', '.join(feature_names)}; the file's columns are: {shown}",
+            source=source.path,
+        )
+    warn = InputChecks(meta, mode).mode is CheckMode.warn
+    ident = _pick_id_column(source, feature_names, id_column, reserved_names(meta, warn))
+    return ChunkScorer(stored, mode, ident, parts=len(sources) > 1), ident

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,11 +18,20 @@ from rich.console import Console
 from rich.table import Table
 
 from kiln.artifact import CheckMode, ModelMetadata, Stage
-from kiln.errors import KilnError
+from kiln.errors import InvalidInput, KilnError
 
 __all__ = ["app", "main"]
 
 EXIT_GATE = 4
+
+
+class Engine(StrEnum):
+    """Where ``kiln predict`` scores: this process (training/batch.py) or Ray actors
+    (training/rayscore.py)."""
+
+    local = "local"
+    ray = "ray"
+
 
 app = typer.Typer(
     help="Kiln: train scikit-learn models from a spec, verify them as ONNX, and register them.",
@@ -545,15 +555,23 @@ def rollback(
 def predict(
     ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION.", show_default=False)],
     input_path: Annotated[
-        Path,
+        str,
         typer.Option(
-            "--input", "-i", help="CSV, TSV or Parquet file to score.", show_default=False
+            "--input",
+            "-i",
+            help="CSV, TSV or Parquet to score: a file, a directory of them or a glob; local, "
+            "or a URI (s3://, gs://, file://).",
+            show_default=False,
         ),
     ],
     output: Annotated[
-        Path,
+        str,
         typer.Option(
-            "--output", "-o", help="Scores to write: .csv or .parquet.", show_default=False
+            "--output",
+            "-o",
+            help="Scores to write: a .csv or .parquet file; with --engine ray, a new "
+            "directory of parts.",
+            show_default=False,
         ),
     ],
     rejects: Annotated[
@@ -588,8 +606,32 @@ def predict(
             help="Under warn, each finding (default: <output stem>.warnings.csv).",
         ),
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(help="local: this process; ray: Ray actors, on this machine or a cluster."),
+    ] = Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine ray: the Ray cluster to join (default RAY_ADDRESS; neither: "
+            "a local Ray is started for the run).",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="With --engine ray: scoring actors (default: one per CPU).",
+            show_default=False,
+        ),
+    ] = None,
+    output_format: Annotated[
+        str,
+        typer.Option("--format", help="With --engine ray: the parts' format, parquet or csv."),
+    ] = "parquet",
 ) -> None:
-    """Score a CSV or Parquet file of any size, in chunks: id, prediction, class probabilities."""
+    """Score CSV or Parquet data of any size, in chunks: id, prediction, class probabilities."""
     import time
 
     from rich.progress import (
@@ -603,11 +645,33 @@ def predict(
 
     from training.batch import ScoreSummary, estimate_rows, score_file
 
+    if engine is Engine.local and (address is not None or workers is not None):
+        with _errors():
+            raise InvalidInput("--address and --workers are for --engine ray")
+
     def run(on_progress: Callable[[int], None]) -> ScoreSummary:
+        if engine is Engine.ray:
+            from training.rayscore import score_with_ray
+
+            return score_with_ray(
+                ref,
+                input_path,
+                output,
+                rejects=rejects,
+                warnings=warnings,
+                input_checks=input_checks,
+                id_column=id_column,
+                chunk_rows=chunk_rows,
+                on_progress=on_progress,
+                on_warning=_warn,
+                address=address,
+                workers=workers,
+                output_format=output_format,
+            )
         return score_file(
             ref,
             input_path,
-            output,
+            Path(output),
             rejects=rejects,
             warnings=warnings,
             input_checks=input_checks,

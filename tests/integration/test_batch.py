@@ -183,7 +183,7 @@ def test_slices_side_by_side_answer_like_one_call(
     from kiln.records import decode_instances
     from kiln.runtime import ModelRuntime
     from kiln.store import get_model
-    from training.batch import _Inference
+    from training.scoring import _Inference
 
     runtime = ModelRuntime(get_model(churn_tag), ["CPUExecutionProvider"], intra_op_threads=1)
     features = [(f.name, f.kind) for f in runtime.metadata.features]
