@@ -64,6 +64,7 @@ from batch_scoring import CHURN_CSV, cpu_model  # noqa: E402
 REPO = HERE.parent
 DATA = REPO / "build" / "bench-ray-data"
 OUT = HERE / "runs" / "ray-scoring-latest.json"
+RAY_TMP = Path("/tmp/kiln-bench-ray")  # short: Ray's unix sockets live under it (107 bytes)
 PARTS = 10
 ROW_GROUP = 100_000
 SAMPLE_S = 0.2
@@ -71,6 +72,7 @@ PSS_EVERY = 5  # samples: PSS reads /proc/PID/smaps_rollup, dearer than RSS
 MB = 1024 * 1024
 # (engine, --workers): the single process, then Ray with one and two actors
 RUNS: tuple[tuple[str, int | None], ...] = (("local", None), ("ray", 1), ("ray", 2))
+SAID = ("scored ", "input checks", "no row rejected", "rejected ")  # the CLI's summary lines
 VERSIONED = ("ray", "pyarrow", "onnxruntime", "pandas")
 
 
@@ -208,7 +210,7 @@ def run_one(
     if proc.returncode != 0:
         raise SystemExit(f"{label} at {rows:,} rows exited {proc.returncode}:\n{text[-3000:]}")
     scored = output_rows(output)
-    rejected = rejects_rows(output, engine)
+    rejected = rejects_rows(output)
     result = {
         "engine": engine,
         "workers": workers,
@@ -224,7 +226,7 @@ def run_one(
         "all_rows": scored + rejected == rows,
         "load_before": round(load, 2),
         "left_running": left,
-        "summary": text.strip().splitlines()[-6:],
+        "summary": [line for line in text.splitlines() if line.startswith(SAID)],
     }
     print(
         f"{label} {rows:,} rows: {seconds:.1f} s, {rows / seconds:,.0f} rows/s, peak RSS "
@@ -247,14 +249,11 @@ def output_rows(output: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in _files(output))
 
 
-def rejects_rows(output: Path, engine: str) -> int:
+def rejects_rows(output: Path) -> int:
     """Rows of the rejects file the run wrote beside its output (none written: 0)."""
-    if engine == "local":
-        from training.batch import default_rejects_path
+    from training.batch import default_rejects_path  # both engines': <output stem>.rejects.csv
 
-        path = default_rejects_path(output)
-    else:
-        path = output.with_name(output.name + ".rejects.csv")
+    path = default_rejects_path(output)
     if not path.exists():
         return 0
     with path.open(encoding="utf-8", newline="") as fh:
@@ -345,8 +344,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"Flat memory: peak at {large:,} rows / peak at {small:,} rows "
             f"({large // small}x the rows):",
             "",
-            "| engine | workers | peak RSS MB | ratio RSS | peak PSS MB | ratio PSS |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| engine | workers | peak RSS MB | ratio RSS | peak PSS MB | ratio PSS "
+            "| rows/s past the first size | fixed seconds |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for engine, workers in RUNS:
             pair = [
@@ -356,11 +356,15 @@ def markdown(report: dict[str, Any]) -> str:
             if len(pair) != 2:
                 continue
             s, g = sorted(pair, key=lambda r: r["rows"])
+            # the extra rows over the extra seconds: the rate once Ray and the model are up;
+            # what the small run took beyond that rate is the fixed cost (start, load, stop)
+            marginal = (g["rows"] - s["rows"]) / (g["seconds"] - s["seconds"])
             lines.append(
                 f"| {engine} | {workers or ''} | {s['peak_rss_mb']:,.0f} -> "
                 f"{g['peak_rss_mb']:,.0f} | {g['peak_rss_mb'] / s['peak_rss_mb']:.2f} | "
                 f"{s['peak_pss_mb']:,.0f} -> {g['peak_pss_mb']:,.0f} | "
-                f"{g['peak_pss_mb'] / s['peak_pss_mb']:.2f} |"
+                f"{g['peak_pss_mb'] / s['peak_pss_mb']:.2f} | {marginal:,.0f} | "
+                f"{s['seconds'] - s['rows'] / marginal:.1f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -378,7 +382,11 @@ def main() -> int:
     model_dir = monitoring.train(monitoring.STORE, "churn")
     columns = features(model_dir)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray per run
-    env.update(BENTOML_HOME=str(monitoring.STORE), RAY_USAGE_STATS_ENABLED="0")
+    # ray.init() without an address joins the cluster a `ray start` left in
+    # $RAY_TMPDIR/ray/ray_current_cluster (a test's, say): a directory of our own keeps every
+    # run on the Ray it starts, and its logs out of /tmp/ray
+    env.update(BENTOML_HOME=str(monitoring.STORE), RAY_TMPDIR=str(RAY_TMP))
+    env.update(RAY_USAGE_STATS_ENABLED="0")
     cores = len(os.sched_getaffinity(0))
     report: dict[str, Any] = {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -405,6 +413,7 @@ def main() -> int:
                 failed |= not same["equal"]
             failed |= not result["all_rows"]
         report["runs"] += done
+        shutil.rmtree(RAY_TMP, ignore_errors=True)  # the runs' sessions and logs
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     report["finished"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
