@@ -310,8 +310,10 @@ def _start_ray(address: str | None, workers: int | None) -> int:
         return workers or max(1, cpus)
     cores = os.cpu_count() or 1
     actors = workers or cores
-    # an actor takes one CPU; reading happens inside it, and Ray's write tasks need a slot
-    ray.init(num_cpus=max(cores, actors + 1), include_dashboard=False, **quiet)
+    # "local": a new Ray for this run (without it ray.init joins any Ray started on this
+    # machine by `ray start`). An actor takes one CPU; reading happens inside it, and Ray's
+    # write tasks need a slot too.
+    ray.init(address="local", num_cpus=max(cores, actors + 1), include_dashboard=False, **quiet)
     return actors
 
 
