@@ -39,6 +39,8 @@ from tests.deploy.conftest import SCRIPT, docker
 
 DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile.train"
 DOCKERIGNORE = REPO / ".dockerignore"
+RAY_LOCK = REPO / "requirements-ray.lock"
+RAY_ENGINE = "training/rayscore.py"
 LOCK = REPO / "requirements-train.lock"
 # The one-way rule (STYLE.md 13): training may use the core, never the serving side.
 TRAINING_MAY_IMPORT = {"kiln", "training"}
@@ -177,6 +179,10 @@ def test_every_distribution_training_imports_is_in_requirements_train_lock() -> 
     }
     assert {"bentoml", "onnxruntime", "sklearn", "skl2onnx"} <= set(third_party)  # it reads
 
+    # Ray is the ray extra's (requirements-ray.lock, the kiln-ray image), never the training
+    # image's: only the Ray engine imports it, inside its functions
+    assert third_party.pop("ray", {RAY_ENGINE}) == {RAY_ENGINE}
+    assert "ray" in locked(RAY_LOCK) and "ray" not in locked(LOCK)
     distributions = metadata.packages_distributions()
     pins = locked(LOCK)
     missing = {}
