@@ -649,6 +649,12 @@ def predict(
         with _errors():
             raise InvalidInput("--address and --workers are for --engine ray")
 
+    parts_done = ""  # the Ray engine's "parts 3/10", said with each progress line
+
+    def parts(progress: Any) -> None:
+        nonlocal parts_done
+        parts_done = f", parts {progress.parts_done}/{progress.parts} done"
+
     def run(on_progress: Callable[[int], None]) -> ScoreSummary:
         if engine is Engine.ray:
             from training.rayscore import score_with_ray
@@ -667,6 +673,7 @@ def predict(
                 address=address,
                 workers=workers,
                 output_format=output_format,
+                on_parts=parts,
             )
         return score_file(
             ref,
@@ -695,7 +702,7 @@ def predict(
                 task = bar.add_task(ref, total=estimate_rows(input_path))  # CSV: an estimate
 
                 def advance(rows: int) -> None:
-                    bar.advance(task, rows)
+                    bar.update(task, advance=rows, description=f"{ref}{parts_done}")
                     state = bar.tasks[0]
                     if state.total is not None and state.completed > state.total:
                         bar.update(task, total=state.completed)
@@ -713,7 +720,10 @@ def predict(
                 if now - last >= 5:
                     last = now
                     rate = done / (now - started)
-                    err.print(f"{ref}: {done:,} rows read ({rate:,.0f} rows/s)", highlight=False)
+                    err.print(
+                        f"{ref}: {done:,} rows read ({rate:,.0f} rows/s{parts_done})",
+                        highlight=False,
+                    )
 
             summary = run(line)
     out.print(
