@@ -68,6 +68,7 @@ class ScoreSummary:
     findings: dict[tuple[str, str], int] = field(default_factory=dict)
     warnings: Path | None = None  # the warnings file (written under `warn` only)
     parts: int = 1  # the input's files (training/parts.py)
+    warned: int = 0  # scored rows that failed an input check (warn and accept)
     engine: str = "local"  # "local" (this module) or "ray" (training/rayscore.py)
 
     @property
@@ -493,7 +494,7 @@ def score_file(
         warned.parent.mkdir(parents=True, exist_ok=True)
     files: list[_File] = []
     done = False
-    rows = scored = rejected = 0
+    rows = scored = rejected = warned_rows = 0
     try:
         scores = _Scores(output, out_format, scorer.schema)
         files.append(scores)
@@ -518,6 +519,7 @@ def score_file(
                 rows += result.rows
                 scored += result.scored
                 rejected += result.rejected
+                warned_rows += result.warned
                 if on_progress is not None:
                     on_progress(len(frame))
         done = True
@@ -539,6 +541,7 @@ def score_file(
         findings=dict(scorer.counts),
         warnings=warned,
         parts=len(parts),
+        warned=warned_rows,
     )
 
 

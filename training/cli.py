@@ -750,6 +750,9 @@ def predict(
             highlight=False,
             soft_wrap=True,
         )
+        if summary.warned:
+            rows = f"{summary.warned:,} scored row{'s' if summary.warned != 1 else ''}"
+            out.print(f"{rows} failed an input check", highlight=False)
     else:
         out.print(checked + "every row like the training data", highlight=False)
     if summary.rejected:

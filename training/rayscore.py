@@ -182,7 +182,7 @@ class _Scorer:
 
         scorer = self.scorer
         before = dict(scorer.counts)
-        rows = scored = rejected = 0
+        rows = scored = rejected = warned = 0
         first = unit.first_row
         groups = list(unit.row_groups) if unit.row_groups is not None else None
         with (
@@ -195,11 +195,8 @@ class _Scorer:
             ):
                 result = scorer.score(frame, first, unit.name)
                 first += len(frame)
-                rows, scored, rejected = (
-                    rows + result.rows,
-                    scored + result.scored,
-                    rejected + result.rejected,
-                )
+                rows, scored = rows + result.rows, scored + result.scored
+                rejected, warned = rejected + result.rejected, warned + result.warned
                 if result.rejects is not None:
                     rejects.write(result.rejects)
                 if result.warnings is not None:
@@ -216,7 +213,10 @@ class _Scorer:
             for (feature, reason), n in scorer.counts.items()
             if n != before.get((feature, reason), 0)
         }
-        stats = {"rows": rows, "scored": scored, "rejected": rejected, "findings": found}
+        stats = {
+            "rows": rows, "scored": scored, "rejected": rejected, "warned": warned,
+            "findings": found,
+        }  # fmt: skip
         _write_bytes(self.work, f"stats/{_UNIT.format(unit.index)}.json", json.dumps(stats))
         self.counter.add.remote(0, unit.last)
 
@@ -420,6 +420,7 @@ def score_with_ray(
         warnings=Path(warned) if warned is not None else None,
         parts=len(parts),
         engine="ray",
+        warned=sum(s["warned"] for s in stats),
     )
 
 

@@ -67,6 +67,7 @@ class ChunkResult:
     rows: int
     scored: int
     rejected: int
+    warned: int = 0  # scored rows that failed an input check (every mode but reject)
 
 
 def _output_schema(runtime: ModelRuntime, id_column: str | None) -> tuple[Any, str | None]:
@@ -188,6 +189,7 @@ class ChunkScorer:
         warnings = None
         columns: dict[str, np.ndarray] = {}
         scored_at = np.flatnonzero(good)
+        flagged: np.ndarray | None = None  # of the rows to score, those that failed a check
         if n_good:
             columns = (
                 checked.columns
@@ -195,7 +197,9 @@ class ChunkScorer:
                 else {n: v[good] for n, v in checked.columns.items()}
             )
             check_columns(self.meta, columns)
-            refuse, warnings = self._checks(columns, scored_at, frame, first_row, checked.reasons)
+            refuse, warnings, flagged = self._checks(
+                columns, scored_at, frame, first_row, checked.reasons
+            )
             if refuse is not None:  # reject: unlike the training data, not scored
                 good[scored_at[refuse]] = False
                 columns = {n: v[~refuse] for n, v in columns.items()}
@@ -212,6 +216,8 @@ class ChunkScorer:
                 outputs = {n: v[keep] for n, v in outputs.items()}
                 good[scored_at[~keep]] = False
                 n_good = int(keep.sum())
+                flagged = flagged[keep] if flagged is not None else None
+        warned = int(np.count_nonzero(flagged)) if flagged is not None and n_good else 0
         rejects = None
         if n_good < len(frame):
             positions = np.flatnonzero(~good)
@@ -237,7 +243,9 @@ class ChunkScorer:
                 scores["prediction"] = outputs["prediction"].reshape(-1)
         if warnings is not None and self.parts:
             warnings[PART_COLUMN] = [part] * len(warnings["row"])
-        return ChunkResult(scores, rejects, warnings, len(frame), n_good, len(frame) - n_good)
+        return ChunkResult(
+            scores, rejects, warnings, len(frame), n_good, len(frame) - n_good, warned
+        )
 
     def _checks(
         self,
@@ -246,24 +254,26 @@ class ChunkScorer:
         frame: pd.DataFrame,
         first_row: int,
         reasons: dict[int, list[str]],
-    ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    ) -> tuple[np.ndarray | None, dict[str, Any] | None, np.ndarray | None]:
         """The input checks on ``columns`` (the chunk's rows at frame positions ``at``):
         (under ``reject``, the mask of those rows to refuse, their reasons added to
-        ``reasons`` by frame position; under ``warn``, the warnings' columns)."""
+        ``reasons`` by frame position; under ``warn``, the warnings' columns; the mask of
+        the rows that failed a check and are still to be scored)."""
         masks = self.checks.masks(columns)  # one vectorised pass per feature; rows only on a hit
         if not masks:
-            return None, None
+            return None, None, None
         for key, rows in self.checks.counts(masks).items():
             self.counts[key] = self.counts.get(key, 0) + rows
+        failed = np.logical_or.reduce(list(masks.values()))
         if self.mode is CheckMode.accept:
-            return None, None
+            return None, None, failed
         found = self.checks.findings(columns, masks)
         if self.mode is CheckMode.reject:
             for finding in found:  # as the rejects file words a refused value
                 reasons.setdefault(int(at[finding.row]), []).append(
                     f"{finding.feature}: {finding.message}"
                 )
-            return np.logical_or.reduce(list(masks.values())), None
+            return failed, None, None
         positions = at[[f.row for f in found]]
         # The value as checked (what the JSON route's warning carries: 87.1 for a float32,
         # empty when missing), not as read: pandas reads a CSV column by chunk, so the text
@@ -277,4 +287,4 @@ class ChunkScorer:
         }
         if self.ident:
             data[self.ident] = frame[self.ident].iloc[positions].to_numpy()
-        return None, data
+        return None, data, failed
