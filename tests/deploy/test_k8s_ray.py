@@ -178,12 +178,16 @@ def test_ray_pods_read_the_model_store_and_the_credentials_secret(docs: list[Doc
         volumes = {v["name"]: v for v in pod["volumes"]}
         (container,) = pod["containers"]
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-        # The retraining CronJob's store (deploy/k8s/base), read-only here.
-        assert mounts[store]["readOnly"] is True, role
-        assert volumes[mounts[store]["name"]]["persistentVolumeClaim"] == {
-            "claimName": "kiln-models",
-            "readOnly": True,
-        }, role
+        if role == "head":  # the driver: the retraining CronJob's store, read-only here
+            assert mounts[store]["readOnly"] is True, role
+            assert volumes[mounts[store]["name"]]["persistentVolumeClaim"] == {
+                "claimName": "kiln-models",
+                "readOnly": True,
+            }, role
+        else:  # the actors get the model's bytes from the driver (training/rayscore.py)
+            assert store not in mounts and not any(
+                "persistentVolumeClaim" in v for v in volumes.values()
+            ), role
         env = {e["name"]: e for e in container["env"]}
         credentials = Path(env["AWS_SHARED_CREDENTIALS_FILE"]["value"])
         secret_mount = mounts[str(credentials.parent)]
