@@ -369,6 +369,17 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _code_version() -> str:
+    """The commit, and whether the engines' code differed from it when the run began."""
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "training", "kiln"], capture_output=True, text=True
+    )
+    changed = " (training/ or kiln/ changed since)" if dirty.stdout.strip() else ""
+    return head.stdout.strip() + changed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -395,6 +406,7 @@ def main() -> int:
         "versions": f"Python {platform.python_version()}, "
         + ", ".join(f"{p} {importlib_metadata.version(p)}" for p in VERSIONED),
         "model": f"churn:{model_dir.name} (GradientBoostingClassifier, 200 trees of depth 3)",
+        "code": _code_version(),
         "input": f"Parquet, {PARTS} parts, row groups of {ROW_GROUP:,}, under {DATA}",
         "runs": [],
     }
