@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -70,6 +71,7 @@ OUTPUT_FORMATS = ("parquet", "csv")
 METADATA_FILE = "kiln.json"
 ACTOR_RESTARTS = 3  # a lost actor is restarted, and its unit run again, this many times
 POLL_SECONDS = 0.5
+JOIN_TIMEOUT_S = 10  # to reach a cluster's address before Ray is asked to join it
 _UNIT = "{:06d}"
 
 
@@ -295,6 +297,20 @@ def _kiln_error(exc: BaseException) -> KilnError | None:
     return None
 
 
+def _reachable(address: str) -> None:
+    """KilnError at once when nothing listens at a ``host:port`` address: ray.init would
+    wait for minutes, retrying. Other forms (``ray://``, ``auto``) are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=JOIN_TIMEOUT_S).close()
+    except OSError as exc:
+        raise KilnError(
+            f"cannot join the Ray cluster at {address}: nothing answers there ({exc})"
+        ) from None
+
+
 def _start_ray(address: str | None, workers: int | None) -> int:
     """Join ``address`` (or RAY_ADDRESS), else start a local Ray; the actors to run."""
     import ray
@@ -302,6 +318,7 @@ def _start_ray(address: str | None, workers: int | None) -> int:
     joined = address or os.environ.get("RAY_ADDRESS")
     quiet: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
     if joined:
+        _reachable(joined)
         try:
             ray.init(address=joined, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -231,6 +231,22 @@ def test_wrong_arguments_are_refused_before_ray_starts(
     assert "Ray" not in done.stderr
 
 
+@pytest.mark.parametrize("how", ["--address", "RAY_ADDRESS"])
+def test_a_cluster_that_is_not_there_is_said_at_once(
+    churn_tag: str, tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    args = ["predict", churn_tag, "--input", str(CHURN_CSV), "--output", str(tmp_path / "o"),
+            "--engine", "ray"]  # fmt: skip
+    if how == "RAY_ADDRESS":
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    else:
+        args += ["--address", address]
+    done = run_kiln(*args)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"cannot join the Ray cluster at {address}: nothing answers there" in done.stderr
+
+
 def test_an_existing_output_directory_is_left_alone(churn_tag: str, tmp_path: Path) -> None:
     (tmp_path / "scores").mkdir()
     (tmp_path / "scores" / "mine.txt").write_text("keep me")
