@@ -20,7 +20,7 @@ user waits for them. After each run the output's rows are counted (scored + reje
 the input's rows) and each Ray output is compared with the local one row for row, in order
 (pyarrow, streamed batch by batch, so the 10 M comparison stays small too)::
 
-    .venv/bin/python bench/ray_scoring.py                      # about 10-15 minutes, 2 cores
+    .venv/bin/python bench/ray_scoring.py                      # about 5 minutes on 2 cores
     .venv/bin/python bench/ray_scoring.py --sizes 200000 --json /tmp/ray.json
 
 Figures as JSON to ``bench/runs/ray-scoring-latest.json`` (``--json``: elsewhere) and a
