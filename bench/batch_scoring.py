@@ -148,7 +148,7 @@ def measure_ort(tag: str, data: Path, rows: int, repeat: int) -> list[dict[str, 
     """ONNX Runtime alone on the rows in memory: with its own threads, and as batch runs it."""
     from kiln.runtime import ModelRuntime, default_providers
     from kiln.store import get_model
-    from training.batch import _Inference
+    from training.scoring import _Inference
 
     chunks, n = typed_columns(tag, data)
     assert n == rows, (n, rows)
