@@ -656,37 +656,19 @@ def predict(
         parts_done = f", parts {progress.parts_done}/{progress.parts} done"
 
     def run(on_progress: Callable[[int], None]) -> ScoreSummary:
+        common: dict[str, Any] = {
+            "rejects": rejects, "warnings": warnings, "input_checks": input_checks,
+            "id_column": id_column, "chunk_rows": chunk_rows, "on_progress": on_progress,
+            "on_warning": _warn,
+        }  # fmt: skip
         if engine is Engine.ray:
             from training.rayscore import score_with_ray
 
             return score_with_ray(
-                ref,
-                input_path,
-                output,
-                rejects=rejects,
-                warnings=warnings,
-                input_checks=input_checks,
-                id_column=id_column,
-                chunk_rows=chunk_rows,
-                on_progress=on_progress,
-                on_warning=_warn,
-                address=address,
-                workers=workers,
-                output_format=output_format,
-                on_parts=parts,
-            )
-        return score_file(
-            ref,
-            input_path,
-            Path(output),
-            rejects=rejects,
-            warnings=warnings,
-            input_checks=input_checks,
-            id_column=id_column,
-            chunk_rows=chunk_rows,
-            on_progress=on_progress,
-            on_warning=_warn,
-        )
+                ref, input_path, output, **common, address=address, workers=workers,
+                output_format=output_format, on_parts=parts,
+            )  # fmt: skip
+        return score_file(ref, input_path, Path(output), **common)
 
     with _errors():
         if err.is_terminal:

@@ -99,6 +99,21 @@ class _Unit:
     last: bool
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every actor of one run is given, beside the model: the run's rules (``mode``,
+    ``ident``, ``several`` parts), its units, and ``work``, the directory of the units'
+    rejects, warnings and counts."""
+
+    tag: str
+    mode: CheckMode | None
+    ident: str | None
+    several: bool
+    units: list[_Unit]
+    chunk_rows: int
+    work: str
+
+
 def _plan(parts: list[tuple[Part, Source]], chunk_rows: int) -> list[_Unit]:
     units: list[_Unit] = []
     for number, (part, source) in enumerate(parts):
@@ -148,13 +163,7 @@ class _Scorer:
     def __init__(
         self,
         model: Any,  # a reference to the model's files: {name: bytes}, in the object store
-        tag: str,
-        mode: CheckMode | None,
-        ident: str | None,
-        several: bool,
-        units: list[_Unit],
-        chunk_rows: int,
-        work: str,
+        job: _Job,
         counter: Any,
     ) -> None:
         import ray
@@ -166,13 +175,13 @@ class _Scorer:
         for name, data in files.items():
             (Path(self._dir.name) / name).write_bytes(data)
         path = Path(self._dir.name)
-        stored = StoredModel(tag, path, read_metadata(path))
+        stored = StoredModel(job.tag, path, read_metadata(path))
         stored.read_onnx()  # the sha256 registered in kiln.json, checked on this node
         # one thread per actor: Ray's parallelism is the actors (one CPU each)
-        self.scorer = ChunkScorer(stored, mode, ident, parts=several, threads=1)
-        self.units = units
-        self.chunk_rows = chunk_rows
-        self.work = work
+        self.scorer = ChunkScorer(stored, job.mode, job.ident, parts=job.several, threads=1)
+        self.units = job.units
+        self.chunk_rows = job.chunk_rows
+        self.work = job.work
         self.counter = counter
 
     def __call__(self, batch: dict[str, Any]) -> Iterator[Any]:
@@ -397,10 +406,8 @@ def score_with_ray(
     partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
     work = f"{target}.work-{uuid.uuid4().hex[:8]}"
     try:
-        _run(
-            stored, scorer.mode if mode is not None else None, ident, len(parts) > 1, units,
-            chunk_rows, work, partial, output_format, actors, on_progress, on_parts, len(parts),
-        )  # fmt: skip
+        job = _Job(stored.tag, mode, ident, len(parts) > 1, units, chunk_rows, work)
+        _run(stored, job, partial, output_format, actors, on_progress, on_parts, len(parts))
         stats = [_read_stats(work, unit.index) for unit in units]
         _join(work, "rejects", len(units), scorer.reject_names, rejects_at)
         if warned is not None:
@@ -443,12 +450,7 @@ def score_with_ray(
 
 def _run(
     stored: StoredModel,
-    mode: CheckMode | None,
-    ident: str | None,
-    several: bool,
-    units: list[_Unit],
-    chunk_rows: int,
-    work: str,
+    job: _Job,
     partial: str,
     output_format: str,
     actors: int,
@@ -465,7 +467,7 @@ def _run(
     context.execution_options.preserve_order = True  # the output in the input's order
     context.enable_progress_bars = False  # Kiln's own progress instead (on_progress)
     dataset = ray.data.from_items(
-        [{"unit": u.index} for u in units], override_num_blocks=len(units)
+        [{"unit": u.index} for u in job.units], override_num_blocks=len(job.units)
     )
     # The model goes by reference: held by this driver, so a restarted actor finds it again
     # (constructor arguments Ray stores itself are not kept for restarts).
@@ -478,11 +480,7 @@ def _run(
         scored = dataset.map_batches(
             _Scorer,
             batch_size=1,
-            fn_constructor_kwargs={
-                "model": model, "tag": stored.tag, "mode": mode, "ident": ident,
-                "several": several, "units": units, "chunk_rows": chunk_rows, "work": work,
-                "counter": counter,
-            },
+            fn_constructor_kwargs={"model": model, "job": job, "counter": counter},
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=1,
             max_restarts=ACTOR_RESTARTS,

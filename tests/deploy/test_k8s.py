@@ -499,14 +499,17 @@ def test_validate_script_passes_with_the_grpc_readiness_probe(tmp_path: Path) ->
     assert "FAILED" not in result.stdout
 
 
-def broken_overlay(tmp_path: Path, patch: str, *, target: str = "") -> Path:
-    """The cpu overlay with one patch (kustomize takes only relative paths to a base)."""
+def broken_overlay(
+    tmp_path: Path, patch: str, *, target: str = "", base: Path = K8S / "overlays" / "cpu"
+) -> Path:
+    """``base`` (the cpu overlay) with one patch (kustomize takes only relative paths to a
+    base); ``target``: the patch's target lines, if any."""
     overlay = tmp_path / "broken"
     overlay.mkdir()
     (overlay / "patch.yaml").write_text(patch)
     (overlay / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources: [{os.path.relpath(K8S / 'overlays' / 'cpu', overlay)}]\n"
+        f"resources: [{os.path.relpath(base, overlay)}]\n"
         f"patches:\n  - path: patch.yaml\n{target}"
     )
     return overlay

@@ -8,7 +8,6 @@ The helpers (render, validate, the tool skips) are test_k8s.py's.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.deploy.test_k8s import KUBECTL, needs_validators, render, validate
+from tests.deploy.test_k8s import KUBECTL, broken_overlay, needs_validators, render, validate
 
 RAY = REPO / "deploy" / "k8s" / "ray"
 CRD = REPO / "deploy" / "k8s" / "crds" / "ray.io_rayjobs.yaml"
@@ -226,16 +225,9 @@ def test_validate_script_passes_on_the_rayjob() -> None:
 
 
 def broken(tmp_path: Path, patch: str) -> Path:
-    """deploy/k8s/ray with a JSON patch on the RayJob (kustomize takes a relative base path)."""
-    overlay = tmp_path / "broken"
-    overlay.mkdir()
-    (overlay / "patch.yaml").write_text(patch)
-    (overlay / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources: [{os.path.relpath(RAY, overlay)}]\n"
-        "patches:\n  - path: patch.yaml\n    target: {kind: RayJob, name: kiln-score}\n"
-    )
-    return overlay
+    """deploy/k8s/ray with a JSON patch on the RayJob."""
+    target = "    target: {kind: RayJob, name: kiln-score}\n"
+    return broken_overlay(tmp_path, patch, target=target, base=RAY)
 
 
 @needs_validators
