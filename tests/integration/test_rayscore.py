@@ -8,6 +8,7 @@ the same counts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -26,9 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from kiln.errors import KilnError
 from tests.conftest import REPO, run_kiln
 from training.batch import ScoreSummary, score_file
-from training.rayscore import Progress, score_with_ray
+from training.rayscore import ACTOR_RESTARTS, Progress, score_with_ray
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RAY = Path(sys.executable).parent / "ray"
@@ -139,10 +141,16 @@ def test_a_two_node_cluster_scores_like_one_process(
     assert local.warnings is not None
     warned = pd.read_csv(local.warnings, dtype={"customer_id": str})
     assert local.warned == warned[["part", "row"]].drop_duplicates().shape[0] >= 6
+    seen: list[Progress] = []
+    rows: list[int] = []
     summary = score_with_ray(
-        churn_tag, data, tmp_path / "scores", address=cluster, workers=2, chunk_rows=300
-    )
+        churn_tag, data, tmp_path / "scores", address=cluster, workers=2, chunk_rows=300,
+        on_parts=seen.append, on_progress=rows.append,
+    )  # fmt: skip
     assert summary.engine == "ray" and summary.output == tmp_path / "scores"
+    # progress as it ran: rows in steps that add up, and every part said done at the end
+    assert sum(rows) == 3000 and seen[-1] == Progress(rows=3000, parts_done=3, parts=3)
+    assert [p.parts_done for p in seen] == sorted(p.parts_done for p in seen)
     assert ray_parts(tmp_path / "scores").equals(pq.read_table(local.output))
     assert_same_run(local, summary)
     assert "part" in local.rejects.read_text().splitlines()[0].split(",")
@@ -175,8 +183,9 @@ def test_the_cli_starts_a_local_ray_for_csv_parts(churn_tag: str, tmp_path: Path
 
 
 def test_a_lost_actor_is_replaced_and_its_unit_scored_again(churn_tag: str, tmp_path: Path) -> None:
-    frame = pd.concat([churn_frame()] * 8, ignore_index=True)  # 24,000 rows, 16 units
-    data = parquet_parts(tmp_path / "in", odd_rows(frame), parts=8)
+    # 90,000 rows in 10 parts, units of 800: seconds of scoring, time to kill an actor in
+    frame = pd.concat([churn_frame()] * 30, ignore_index=True)
+    data = parquet_parts(tmp_path / "in", odd_rows(frame), parts=10)
     local = score_file(churn_tag, data, tmp_path / "local.parquet", chunk_rows=500)
     killed: list[int] = []
     lock = threading.Lock()
@@ -197,6 +206,27 @@ def test_a_lost_actor_is_replaced_and_its_unit_scored_again(churn_tag: str, tmp_
     assert killed, "no scoring actor was seen to kill: the run ended first"
     assert ray_parts(tmp_path / "scores").equals(pq.read_table(local.output))
     assert_same_run(local, summary)
+
+
+def test_actors_killed_past_their_restarts_end_the_run_with_rays_words(
+    churn_tag: str, tmp_path: Path
+) -> None:
+    data = parquet_parts(tmp_path / "in", churn_frame(), parts=2)
+    killed: list[int] = []
+
+    def kill_all(progress: Progress) -> None:  # every scoring actor, twice a second
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if SCORER in " ".join(proc.info["cmdline"] or []):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.info["pid"], signal.SIGKILL)
+                    killed.append(proc.info["pid"])
+
+    with pytest.raises(KilnError, match="the Ray run failed: The actor is dead") as caught:
+        score_with_ray(
+            churn_tag, data, tmp_path / "scores", workers=1, chunk_rows=500, on_parts=kill_all
+        )
+    assert len(killed) > ACTOR_RESTARTS, caught.value
+    assert not (tmp_path / "scores").exists() and not list(tmp_path.glob("scores.*"))
 
 
 def test_a_part_that_breaks_while_read_is_named(churn_tag: str, tmp_path: Path) -> None:
