@@ -398,13 +398,25 @@ class _Scores(_File):
             )
 
     def write(self, data: dict[str, Any]) -> None:
-        import pyarrow as pa
-
-        arrays = [pa.array(data[f.name], type=f.type, from_pandas=True) for f in self.schema]
-        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self._writer.write_table(scores_table(data, self.schema))
 
     def _close(self) -> None:
         self._writer.close()
+
+
+def scores_table(data: dict[str, Any], schema: Any) -> Any:
+    """A chunk's scores (:class:`~training.scoring.ChunkResult` ``scores``) as an Arrow
+    table of the output's ``schema``."""
+    import pyarrow as pa
+
+    arrays = [pa.array(data[f.name], type=f.type, from_pandas=True) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def csv_rows(data: dict[str, Any], names: list[str]) -> str:
+    """Rows of the rejects or warnings file (raw values of any type), as CSV lines."""
+    frame = pd.DataFrame(data, columns=names)
+    return str(frame.to_csv(header=False, index=False, lineterminator="\n"))
 
 
 class _Rows(_File):
@@ -417,8 +429,7 @@ class _Rows(_File):
         csv.writer(self._fh, lineterminator="\n").writerow(names)
 
     def write(self, data: dict[str, Any]) -> None:
-        frame = pd.DataFrame(data, columns=self.names)
-        frame.to_csv(self._fh, header=False, index=False, lineterminator="\n")
+        self._fh.write(csv_rows(data, self.names))
 
     def _close(self) -> None:
         self._fh.close()

@@ -58,10 +58,12 @@ from training.batch import (
     ScoreSummary,
     Source,
     _parse_mode,
+    csv_rows,
     default_rejects_path,
     default_warnings_path,
     open_parts,
     open_scorer,
+    scores_table,
 )
 from training.parts import Part, open_filesystem
 
@@ -189,7 +191,6 @@ class _Scorer:
             yield from self._unit(self.units[int(index)])
 
     def _unit(self, unit: _Unit) -> Iterator[Any]:
-        import pyarrow as pa
 
         scorer = self.scorer
         before = dict(scorer.counts)
@@ -214,11 +215,7 @@ class _Scorer:
                     warnings.write(result.warnings)
                 self.counter.add.remote(result.rows, False)
                 if result.scores is not None:
-                    arrays = [
-                        pa.array(result.scores[f.name], type=f.type, from_pandas=True)
-                        for f in scorer.schema
-                    ]
-                    yield pa.Table.from_arrays(arrays, schema=scorer.schema)
+                    yield scores_table(result.scores, scorer.schema)
         found = {
             f"{feature}\t{reason}": n - before.get((feature, reason), 0)
             for (feature, reason), n in scorer.counts.items()
@@ -233,30 +230,30 @@ class _Scorer:
 
 
 class _PartFile:
-    """One unit's rejects or warnings: CSV rows (no header), written to a temporary name
-    and renamed when the unit is done; an empty file when it had none."""
+    """One unit's rejects or warnings: CSV rows (no header), streamed to a temporary name
+    and renamed when the unit is done (an empty file when it had none); removed if the
+    unit fails, so that only whole units are joined."""
 
     def __init__(self, work: str, kind: str, unit: int, names: list[str]) -> None:
-        self.work, self.names = work, names
-        self.final = f"{kind}/{_UNIT.format(unit)}.csv"
-        self.temp = f"{kind}/.{_UNIT.format(unit)}.{uuid.uuid4().hex}.csv"
-        self.chunks: list[str] = []
+        self.names = names
+        self.fs, root = open_filesystem(work)
+        self.final = f"{root}/{kind}/{_UNIT.format(unit)}.csv"
+        self.temp = f"{root}/{kind}/.{_UNIT.format(unit)}.{uuid.uuid4().hex}.csv"
 
     def __enter__(self) -> _PartFile:
+        self.fs.create_dir(self.temp.rsplit("/", 1)[0], recursive=True)
+        self.out = self.fs.open_output_stream(self.temp)
         return self
 
     def write(self, data: dict[str, Any]) -> None:
-        import pandas as pd
-
-        frame = pd.DataFrame(data, columns=self.names)
-        self.chunks.append(frame.to_csv(header=False, index=False, lineterminator="\n"))
+        self.out.write(csv_rows(data, self.names).encode())
 
     def __exit__(self, kind: object, *rest: object) -> None:
-        if kind is not None:
-            return
-        _write_bytes(self.work, self.temp, "".join(self.chunks))
-        fs, root = open_filesystem(self.work)
-        fs.move(f"{root}/{self.temp}", f"{root}/{self.final}")
+        self.out.close()
+        if kind is None:
+            self.fs.move(self.temp, self.final)
+        else:
+            self.fs.delete_file(self.temp)
 
 
 def _write_bytes(work: str, name: str, text: str) -> None:
