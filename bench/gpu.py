@@ -107,11 +107,13 @@ def placement(trace: list[dict[str, Any]], skip_runs: int = 0) -> NodePlacement:
         (e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"),
         key=lambda e: float(e["ts"]),
     )
-    start = float(runs[skip_runs]["ts"]) if len(runs) > skip_runs else float("-inf")
-    counted = max(len(runs) - skip_runs, 0) or 1  # a trace without run events: one run
+    if len(runs) > skip_runs:
+        start, counted = float(runs[skip_runs]["ts"]), len(runs) - skip_runs
+    else:  # too few runs to skip any (or no run events: taken as one run)
+        start, counted = float("-inf"), max(len(runs), 1)
     names: dict[str, set[str]] = {}
     ops: dict[str, Counter[str]] = {}
-    kernel_us: Counter[str] = Counter()
+    kernel_us: dict[str, float] = {}
     for event in trace:
         args = event.get("args") or {}
         name = str(event.get("name", ""))
@@ -124,7 +126,7 @@ def placement(trace: list[dict[str, Any]], skip_runs: int = 0) -> NodePlacement:
         if node not in names.setdefault(provider, set()):
             names[provider].add(node)
             ops.setdefault(provider, Counter())[str(args.get("op_name", "?"))] += 1
-        kernel_us[provider] += float(event.get("dur", 0))
+        kernel_us[provider] = kernel_us.get(provider, 0.0) + float(event.get("dur", 0))
     return NodePlacement(
         nodes={p: len(n) for p, n in sorted(names.items())},
         kernel_us={p: kernel_us[p] / counted for p in sorted(names)},
@@ -213,7 +215,9 @@ def measure(
     runtime = ModelRuntime(stored, providers, intra_op_threads=threads)
     if runtime.providers.active[0] != providers[0]:
         raise RuntimeError(
-            f"{stored.tag}: asked for {providers}, ONNX Runtime runs {runtime.providers.active}"
+            f"{stored.tag}: asked for {providers}, ONNX Runtime runs {runtime.providers.active} "
+            "(no usable device, or a CUDA library missing: ONNX Runtime's own EP error is "
+            "printed above)"
         )
     cells: list[Cell] = []
     for batch in batches:
