@@ -138,6 +138,11 @@ stash() {  # merge every carried .gpu/c*/ into the cache; say what is there
     [ -f "$CACHE/manifest" ] && want=$(sed -n 's/^parts=//p' "$CACHE/manifest")
     say "$CACHE holds $have of $want pieces of onnxruntime-gpu; models: $(ls "$CACHE/models" 2>/dev/null | tr '\n' ' ')"
     say "this python3's onnxruntime: $("$PYTHON" -c 'import onnxruntime as o; print(o.__version__, o.get_available_providers())' 2>&1 | tail -1)"
+    # What would stop `run` later, said in the first call, before the other pieces are sent.
+    local gpu libs
+    gpu=$(nvidia-smi -L 2>/dev/null | head -1 || true)
+    libs=$(cuda_libraries)
+    say "$("$PYTHON" -V 2>&1); GPU: ${gpu:-none found}; CUDA libraries: ${libs:-none found}"
 }
 
 has() { "$PYTHON" -c "$1" >/dev/null 2>&1; }
