@@ -664,3 +664,133 @@ def test_no_other_module_of_the_service_spells_a_v2_datatype() -> None:
         if lines:
             found[str(path.relative_to(REPO))] = lines
     assert found == {}, f"use service.codecs.v2.DATATYPES: {found}"
+
+
+# -- the one-pass path for the usual request (service/codecs/v2.py: _plain_inputs) ----------
+
+_USUAL = [
+    ("size", np.array([1.5, 2, -3, 4e-3], np.float32), "FP32"),
+    ("price", np.array([0.1, 1e10, -2, 0], np.float64), "FP64"),
+    ("count", np.array([1, -7, 2**40, 0], np.float32), "FP32"),
+    ("city", CITIES, "BYTES"),
+]
+NEAR = {  # per field: values near a valid one, and anything at all
+    "name": st.sampled_from([s.name for s in SPECS]),  # a name given twice, one missing
+    "shape": st.lists(st.integers(-1, 5) | st.booleans() | st.floats(0, 5), max_size=3),
+    "datatype": st.sampled_from(["FP32", "FP64", "FP16", "INT64", "BYTES", "BOOL", "x"]),
+    "data": st.lists(  # the right length, with a value of the wrong kind now and then
+        st.integers(-1, 5) | st.floats() | st.booleans() | st.text(max_size=2) | st.none(),
+        min_size=4,
+        max_size=4,
+    )
+    | st.lists(st.integers(-1, 5) | st.floats(allow_nan=False) | st.text(max_size=2), max_size=5),
+    "parameters": st.sampled_from(  # the right size, as a float or beside another parameter
+        [{"binary_data_size": 16.0}, {"binary_data_size": 16, "x": 1}, {"binary_data_size": 16}]
+    )
+    | st.fixed_dictionaries({"binary_data_size": st.integers(-1, 20) | st.floats(0, 20)}),
+}
+
+
+def usual_request(binary: bool) -> tuple[bytes, int | None]:
+    inputs = []
+    for name, array, datatype in _USUAL:
+        tensor = triton.InferInput(name, [len(array)], datatype)
+        # tritonclient sends BYTES in binary too; the one-pass path reads only FP32 raw data
+        tensor.set_data_from_numpy(array, binary_data=binary and datatype == "FP32")
+        inputs.append(tensor)
+    return Client.generate_request_body(inputs)
+
+
+def decoded_or_error(body: bytes, header_length: int | None) -> Any:
+    try:
+        got = decode(body, header_length, max_rows=50)
+    except InvalidInput as error:
+        return type(error), str(error)
+    return (
+        got.rows,
+        [(name, column.dtype.str, column.tolist()) for name, column in got.columns.items()],
+    )
+
+
+def general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.codecs.v2 as codec
+
+    monkeypatch.setattr(codec, "_plain_inputs", lambda *_: None)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_the_usual_request_takes_the_one_pass_path(
+    binary: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.codecs.v2 as codec
+
+    body, header_length = usual_request(binary)
+    taken = []
+    plain = codec._plain_inputs
+    monkeypatch.setattr(codec, "_plain_inputs", lambda *a: taken.append(plain(*a)) or taken[-1])
+    fast = decoded_or_error(body, header_length)
+    assert taken and taken[0] is not None
+    general_path(monkeypatch)
+    assert fast == decoded_or_error(body, header_length)
+    assert fast[0] == 4 and [c[0] for c in fast[1]] == [s.name for s in SPECS]
+
+
+@settings(
+    max_examples=400,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    binary=st.booleans(),
+    index=st.integers(0, 3),
+    field=st.sampled_from([*NEAR, "extra", "drop", "twice"]),
+    draw=st.data(),
+)
+def test_the_one_pass_path_answers_as_the_general_path(
+    binary: bool, index: int, field: str, draw: st.DataObject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = draw.draw(NEAR.get(field, JSONISH) | JSONISH)
+    body, header_length = usual_request(binary)
+    split = len(body) if header_length is None else header_length
+    doc, rest = orjson.loads(body[:split]), body[split:]
+    if field == "drop":
+        del doc["inputs"][index]
+    elif field == "twice":
+        doc["inputs"].append(doc["inputs"][index])
+    else:
+        doc["inputs"][index][field] = value
+    header = orjson.dumps(doc)
+    body, header_length = header + rest, (len(header) if rest else None)
+    fast = decoded_or_error(body, header_length)
+    with monkeypatch.context() as patched:
+        general_path(patched)
+        assert fast == decoded_or_error(body, header_length)
+
+
+@pytest.mark.parametrize(
+    ("binary", "index", "field", "value"),
+    [
+        (True, 0, "parameters", {"binary_data_size": 16.0}),
+        (True, 0, "parameters", {"binary_data_size": 16, "x": 1}),
+        (True, 2, "parameters", {"binary_data_size": 12}),
+        (False, 0, "data", [1.0, 2.0, True, 4.0]),
+        (False, 3, "data", ["a", "b", 3, "d"]),
+        (False, 1, "name", "size"),
+        (False, 0, "shape", [4.0]),
+        (False, 0, "shape", [True]),
+        (False, 0, "shape", [4, 2]),
+        (False, 0, "shape", [4, True]),
+        (False, 0, "datatype", "INT64"),
+    ],
+)
+def test_near_misses_get_the_general_paths_answer(
+    binary: bool, index: int, field: str, value: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body, header_length = usual_request(binary)
+    split = len(body) if header_length is None else header_length
+    doc, rest = orjson.loads(body[:split]), body[split:]
+    doc["inputs"][index][field] = value
+    header = orjson.dumps(doc)
+    body, header_length = header + rest, (len(header) if rest else None)
+    fast = decoded_or_error(body, header_length)
+    general_path(monkeypatch)
+    assert fast == decoded_or_error(body, header_length)
