@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,14 +32,56 @@ BIN = Path(sys.executable).parent  # .venv/bin when run as .venv/bin/python
 READY_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 20
 PEER_VENVS = REPO / "build" / "bench-venvs"
+
+
+@dataclass(frozen=True)
+class MLServerVariant:
+    """One way to run Seldon MLServer's scikit-learn runtime."""
+
+    label: str
+    parallel_workers: int | None  # None: MLServer's default (one inference worker process)
+    batching: bool  # adaptive batching, MLSERVER_BATCHING
+
+
+@dataclass(frozen=True)
+class TritonVariant:
+    """One way to run Triton through PyTriton (bench/peers/triton_server.py's options)."""
+
+    label: str
+    queue_delay_us: int  # how long the dynamic batcher holds a request for others to join
+    max_batch_size: int = 1024  # Triton refuses a request of more rows: the 1,000-row bodies
+    instances: int = 1
+    intra_op_threads: int = 1
+
+
+# MLServer inline (parallel_workers 0: the model runs on the server's event loop, no hop to a
+# worker process) or with its default pool, adaptive batching off and on. All take the
+# v2-tensor body, one [N, n_features] FP32 input, the request its numpy codec is made for.
+MLSERVER = {
+    "mlserver": MLServerVariant("MLServer", None, batching=False),
+    "mlserver-batching": MLServerVariant("MLServer, batching", None, batching=True),
+    "mlserver-pw0": MLServerVariant("MLServer, inline", 0, batching=False),
+    "mlserver-pw0-batching": MLServerVariant("MLServer, inline, batching", 0, batching=True),
+}
+MLSERVER_BATCHING = {"max_batch_size": 16, "max_batch_time": 0.002}  # seconds
+# Triton's dynamic batcher merging whatever is queued when the model is free, or waiting a
+# little for more (bench/README.md says what the short runs found).
+TRITON = {
+    "triton": TritonVariant("Triton (PyTriton)", queue_delay_us=0),
+    "triton-delay": TritonVariant("Triton (PyTriton), delay", queue_delay_us=200),
+}
 # The peers a user would otherwise pick (bench/peers/): name -> the venv it runs in.
 PEERS = {
     "fastapi-sklearn": "fastapi-sklearn",
     "bentoml-sklearn": "bentoml-sklearn",
-    "mlserver": "mlserver",
-    "mlserver-batching": "mlserver",
+    **dict.fromkeys(MLSERVER, "mlserver"),
+    **dict.fromkeys(TRITON, "triton"),
 }
-MLSERVER_BATCHING = {"max_batch_size": 16, "max_batch_time": 0.002}  # seconds
+# Every peer runs one-row requests at the focus concurrency (64) to both models, where the
+# report takes the best variant of each; these also run the logistic regression over the
+# whole concurrency sweep, and 1,000-row requests to the forest (each peer's best there).
+PEER_SWEEP = ("fastapi-sklearn", "bentoml-sklearn", "mlserver", "triton")
+PEER_BULK = ("fastapi-sklearn", "bentoml-sklearn", "mlserver-pw0-batching", "triton")
 
 
 class ServerError(RuntimeError):
@@ -199,8 +242,16 @@ def _role(proc: psutil.Process) -> str:
         return "bentoml-arbiter"
     if "uvicorn" in line:
         return "uvicorn"
-    if "mlserver" in line:
-        return "mlserver"
+    if "mlserver" in line:  # the server, and its inference pool's worker processes
+        return "mlserver-worker" if "multiprocessing" in line else "mlserver"
+    if "triton_python_backend_stub" in line:  # Triton's Python backend, one per instance
+        return "triton-stub"
+    if "tritonserver" in line:
+        return "tritonserver"
+    if "triton_server.py" in line:  # PyTriton's side: the ONNX Runtime session runs here
+        return "pytriton"
+    if "bench-venvs/triton" in line:  # PyTriton's shared-memory block manager, its tracker
+        return "pytriton-helper"
     return proc.name()
 
 
@@ -258,8 +309,24 @@ def peer_python(peer: str) -> Path:
     return PEER_VENVS / PEERS[peer] / "bin" / "python"
 
 
-def peer_server(peer: str, home: Path, model: str, pickle: Path) -> tuple[Server, str, str]:
-    """A peer on a free port of 127.0.0.1: (server, base URL, predict path)."""
+def peer_body(peer: str) -> str:
+    """The body kind the peer takes (bench/workloads.py): its natural request."""
+    return "v2-tensor" if peer in MLSERVER or peer in TRITON else "records"
+
+
+def peer_label(peer: str) -> str:
+    if peer in MLSERVER:
+        return MLSERVER[peer].label
+    if peer in TRITON:
+        return TRITON[peer].label
+    return {"fastapi-sklearn": "FastAPI+sklearn", "bentoml-sklearn": "BentoML+sklearn"}[peer]
+
+
+def peer_server(
+    peer: str, home: Path, model: str, pickle: Path, model_dir: Path
+) -> tuple[Server, str, str]:
+    """A peer on a free port of 127.0.0.1: (server, base URL, predict path). The scikit-learn
+    peers serve ``pickle`` (bench/peers/models.py), Triton the ONNX model in ``model_dir``."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     bin_dir = peer_python(peer).parent
@@ -272,6 +339,7 @@ def peer_server(peer: str, home: Path, model: str, pickle: Path) -> tuple[Server
     }
     env.pop("BENTOML_HOME", None)
     log = home / f"{peer}-{model}.log"
+    v2 = f"/v2/models/{model}"
     if peer == "fastapi-sklearn":
         argv = [
             str(bin_dir / "uvicorn"), "--app-dir", str(BENCH / "peers"), "fastapi_sklearn:app",
@@ -286,32 +354,61 @@ def peer_server(peer: str, home: Path, model: str, pickle: Path) -> tuple[Server
             str(BENCH / "peers" / "bentoml_sklearn"), "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
         return Server(peer, argv, env, log, f"{base}/readyz"), base, "/predict"
-    # MLServer: a model repository folder with the server's and the model's settings.
-    repo = home / f"{peer}-{model}"
+    if peer in TRITON:
+        workspace = home / f"{peer}-{model}-{port}"  # pytriton wants a folder not there yet
+        argv = triton_argv(TRITON[peer], bin_dir, workspace, model, model_dir)
+        argv += ["--http-port", str(port)]
+        return Server(peer, argv, env, log, f"{base}{v2}/ready"), base, f"{v2}/infer"
+    repo = mlserver_repository(MLSERVER[peer], home / f"{peer}-{model}", model, pickle, port)
+    argv = [str(bin_dir / "mlserver"), "start", str(repo)]
+    return Server(peer, argv, env, log, f"{base}{v2}/ready"), base, f"{v2}/infer"
+
+
+def mlserver_repository(
+    variant: MLServerVariant, repo: Path, model: str, pickle: Path, port: int
+) -> Path:
+    """A model repository folder with MLServer's settings and the model's, serving the array
+    twin of ``pickle`` (it decodes the v2-tensor body into one array)."""
+    from peers.models import array_path  # bench/peers/models.py: where it writes the twin
+
+    twin = array_path(pickle)
+    if not twin.exists():
+        raise ServerError(f"no {twin}: remove {pickle} and run again (bench/peers/models.py)")
     (repo / model).mkdir(parents=True, exist_ok=True)
-    settings = {
+    settings: dict[str, Any] = {
         "host": "127.0.0.1",
         "http_port": port,
         "grpc_port": free_port(),
         "metrics_port": free_port(),
         "debug": False,
     }
+    if variant.parallel_workers is not None:
+        settings["parallel_workers"] = variant.parallel_workers
     (repo / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
     model_settings: dict[str, Any] = {
         "name": model,
         "implementation": "mlserver_sklearn.SKLearnModel",
-        "parameters": {"uri": str(pickle)},
+        "parameters": {"uri": str(twin)},
     }
-    if peer == "mlserver-batching":
+    if variant.batching:
         model_settings.update(MLSERVER_BATCHING)
     (repo / model / "model-settings.json").write_text(json.dumps(model_settings), "utf-8")
-    argv = [str(bin_dir / "mlserver"), "start", str(repo)]
-    ready = f"{base}/v2/models/{model}/ready"
-    return Server(peer, argv, env, log, ready), base, f"/v2/models/{model}/infer"
+    return repo
 
 
-def peer_label(peer: str) -> str:
-    if peer == "mlserver-batching":
-        return "MLServer, batching"
-    return {"fastapi-sklearn": "FastAPI+sklearn", "bentoml-sklearn": "BentoML+sklearn",
-            "mlserver": "MLServer"}[peer]  # fmt: skip
+def triton_argv(
+    variant: TritonVariant, bin_dir: Path, workspace: Path, model: str, model_dir: Path
+) -> list[str]:
+    """bench/peers/triton_server.py's command line, less ``--http-port``."""
+    from workloads import TENSOR_INPUT, TENSOR_OUTPUT
+
+    return [
+        str(bin_dir / "python"), str(BENCH / "peers" / "triton_server.py"),
+        "--model-dir", str(model_dir), "--name", model, "--workspace", str(workspace),
+        "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
+        "--input", TENSOR_INPUT, "--output", TENSOR_OUTPUT,
+        "--max-batch-size", str(variant.max_batch_size),
+        "--queue-delay-us", str(variant.queue_delay_us),
+        "--instances", str(variant.instances),
+        "--intra-op-threads", str(variant.intra_op_threads),
+    ]  # fmt: skip

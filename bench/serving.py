@@ -57,12 +57,15 @@ from loadgen import LoadError, run_load  # noqa: E402
 from profiling import ProfileError, profile  # noqa: E402
 from servers import (  # noqa: E402
     BIN,
+    PEER_BULK,
+    PEER_SWEEP,
     PEERS,
     REPO,
     Server,
     ServerError,
     http,
     kiln_server,
+    peer_body,
     peer_label,
     peer_python,
     peer_server,
@@ -477,28 +480,23 @@ def main(argv: list[str] | None = None) -> int:
             run_plan(run, off_plan, bodies, expected, args)
 
         for peer in args.peers:
-            v2 = peer.startswith("mlserver")
-            one, many = ("v2-json-1", f"v2-json-{bulk}") if v2 else ("records-1", f"records-{bulk}")
-            plans = {"lr": [(one, c) for c in sweep]}
-            if not args.quick:  # the forest's ratio targets need full runs anyway
-                plans["forest"] = [(one, 64), (many, 4)]
+            kind = peer_body(peer)  # its natural request: records, or one V2 tensor
+            one, many = f"{kind}-1", f"{kind}-{bulk}"
+            focus = 64 if 64 in sweep else max(sweep)
+            plans = {
+                "lr": [(one, c) for c in (sweep if peer in PEER_SWEEP else [focus])],
+                "forest": [(one, focus)] + ([(many, 4)] if peer in PEER_BULK else []),
+            }
             for model, plan in plans.items():
                 pickle = peer_model(MODELS[model], dirs[model])
-                server, url, path = peer_server(peer, scratch, names[model], pickle)
+                server, url, path = peer_server(peer, scratch, names[model], pickle, dirs[model])
                 with started(run, server, peer, args.idle_seconds):
                     for body_key, concurrency in plan:
                         body = bodies[model][body_key]
                         check(url + path, body, expected[model])
+                        who = (peer, peer_label(peer))
                         run.results.append(
-                            measure(
-                                (peer, peer_label(peer)),
-                                server,
-                                url + path,
-                                model,
-                                body,
-                                concurrency,
-                                args,
-                            )
+                            measure(who, server, url + path, model, body, concurrency, args)
                         )
     except (BenchError, ServerError, LoadError, WorkloadError, ProfileError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,6 +9,10 @@ load run needs (wrk and hey send it as it is):
   plain and FastAPI peers' body;
 - ``v2-json``: an Open Inference Protocol request, one input per feature with its ``data`` in
   JSON (MLServer's scikit-learn runtime reads it with the pandas codec);
+- ``v2-tensor``: the request a tensor server is made for: ONE FP32 input of shape
+  ``[N, n_features]`` (the features in ``kiln.json``'s order), JSON data, asking for the
+  ``predict_proba`` output: MLServer's default (numpy) codec and the Triton peer's model
+  both take it as it is;
 - ``v2-binary``: the same request with every input as raw little-endian bytes after the JSON
   header (Triton's binary tensor extension, what ``tritonclient.http`` sends), answered with
   binary outputs too.
@@ -28,6 +32,9 @@ import numpy as np
 
 JSON = "application/json"
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# The v2-tensor body's names; the Triton peer is started with them (bench/servers.py).
+TENSOR_INPUT = "input"
+TENSOR_OUTPUT = "predict_proba"  # the name MLServer's scikit-learn runtime knows
 
 
 class WorkloadError(RuntimeError):
@@ -38,7 +45,7 @@ class WorkloadError(RuntimeError):
 class Body:
     """A request body on disk and how to send it."""
 
-    kind: str  # records, v2-json, v2-binary
+    kind: str  # records, v2-json, v2-tensor, v2-binary
     rows: int
     path: Path
     content_type: str = JSON
@@ -121,6 +128,26 @@ def v2_json(rows: list[dict[str, Any]], *, outputs: list[str] | None = None) -> 
     return json.dumps(doc).encode()
 
 
+def v2_tensor(rows: list[dict[str, Any]]) -> bytes:
+    """One FP32 input ``[N, n_features]``, row-major, the features in the rows' key order."""
+    names = list(rows[0])
+    other = [name for name in names if not isinstance(rows[0][name], float)]
+    if other:
+        raise WorkloadError(f"features {other} are not numeric: no one FP32 tensor for them")
+    doc = {
+        "inputs": [
+            {
+                "name": TENSOR_INPUT,
+                "shape": [len(rows), len(names)],
+                "datatype": "FP32",
+                "data": [row[name] for row in rows for name in names],
+            }
+        ],
+        "outputs": [{"name": TENSOR_OUTPUT}],
+    }
+    return json.dumps(doc).encode()
+
+
 def v2_binary(rows: list[dict[str, Any]], outputs: list[str]) -> tuple[bytes, int]:
     """(body, JSON header length): every input as FP32 or BYTES binary data, binary outputs."""
     inputs, chunks = [], []
@@ -185,6 +212,9 @@ def bodies_for(
             v2_json(bulk, outputs=["predict_proba"]),
         ),
     }
+    for rows in (one, bulk):
+        key = f"v2-tensor-{len(rows)}"
+        found[key] = write(directory, f"{model}-{key}", "v2-tensor", len(rows), v2_tensor(rows))
     data, header = v2_binary(bulk, outputs)
     found[f"v2-binary-{bulk_rows}"] = write(
         directory,

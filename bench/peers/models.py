@@ -12,16 +12,26 @@ checks that its ``predict_proba`` equals the ONNX model Kiln exported on the hol
 ``DIR`` is a Kiln model version directory (``model.onnx`` and ``kiln.json``); without it the
 script runs ``kiln train`` into a temporary ``BENTOML_HOME`` first. The pickle goes to
 ``build/bench-models/<spec name>.joblib`` unless ``--out`` says otherwise.
+
+Next to it, for a model whose features are all numeric, goes its array twin
+(``<name>.array.joblib``, ``array_path``): the same fitted pipeline made to take one float
+array ``[N, n_features]``, columns in ``kiln.json``'s feature order, the request a tensor server
+such as MLServer decodes with its default (numpy) codec. Kiln's pipelines select columns by
+name, which only a DataFrame has; the twin selects the same columns by position and drops the
+fitted column-name checks (an array carries no names, and scikit-learn would warn on every
+call). It is checked the same way, on the holdout as a float32 array.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +49,36 @@ from training.run import load_checked, split  # noqa: E402
 from training.spec import load_spec  # noqa: E402
 
 ATOL = 1e-4
+ARRAY_SUFFIX = ".array.joblib"
+
+
+def array_path(out: Path) -> Path:
+    """Where the array twin of the pickle at ``out`` goes."""
+    return out.with_suffix(ARRAY_SUFFIX)
+
+
+def array_pipeline(pipeline: Any, names: list[str]) -> Any:
+    """A copy of the fitted ``pipeline`` that takes a float array whose columns are ``names``
+    (Kiln's pipelines: a ColumnTransformer selecting columns by name, then the estimator)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    twin = copy.deepcopy(pipeline)
+    preprocess = twin.steps[0][1]
+    if not isinstance(preprocess, ColumnTransformer):
+        raise ValueError(f"the pipeline starts with {type(preprocess).__name__}, not a selector")
+    position = {name: i for i, name in enumerate(names)}
+    fitted = []
+    for name, transformer, columns in preprocess.transformers_:
+        if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+            raise ValueError(f"{name}: columns {columns!r} are not a list of names")
+        fitted.append((name, transformer, [position[c] for c in columns]))
+        parts = transformer.steps if isinstance(transformer, Pipeline) else [(name, transformer)]
+        for _, step in parts:  # fitted on a DataFrame: each call on an array would warn
+            if hasattr(step, "feature_names_in_"):
+                del step.feature_names_in_
+    preprocess.transformers_ = fitted
+    return twin
 
 
 def kiln_train(spec_path: Path, home: Path) -> Path:
@@ -109,6 +149,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{out}: {type(pipeline[-1]).__name__} pipeline; predict_proba matches Kiln's ONNX model "
         f"on {len(parts.X_test)} holdout rows (max |diff| {diff:.1e})"
     )
+    features = read_metadata(model_dir).features
+    if any(f.kind is not FeatureKind.numeric for f in features):
+        print(f"{out.name}: not every feature is numeric: no array twin")
+        return 0
+    names = [f.name for f in features]
+    twin = array_pipeline(pipeline, names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning here would be one on every served call
+        got = twin.predict_proba(parts.X_test[names].to_numpy(dtype=np.float32))
+    diff = float(np.max(np.abs(got[:, order] - expected)))
+    if diff > ATOL:
+        print(f"error: the array twin differs from the ONNX model by {diff:.2e}", file=sys.stderr)
+        return 1
+    joblib.dump(twin, array_path(out))
+    print(f"{array_path(out)}: takes [N, {len(names)}] float arrays (max |diff| {diff:.1e})")
     return 0
 
 
