@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
 peers=("$@")
 if [ ${#peers[@]} -eq 0 ]; then
-    peers=(fastapi-sklearn bentoml-sklearn mlserver)
+    peers=(fastapi-sklearn bentoml-sklearn mlserver triton)
 fi
 status=0
 for peer in "${peers[@]}"; do
