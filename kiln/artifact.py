@@ -76,6 +76,7 @@ __all__ = [
     "Task",
     "Verification",
     "file_sha256",
+    "parse_mode",
     "read_holdout",
     "read_metadata",
     "write_holdout",
@@ -232,6 +233,20 @@ class CheckMode(StrEnum):
     accept = "accept"  # count it, answer as usual
     warn = "warn"  # count it, answer with `warnings` naming row, feature, value and reason
     reject = "reject"  # count it, refuse the request (422) naming row and feature
+
+
+def parse_mode(value: str | CheckMode) -> CheckMode:
+    """A check mode from its name, or ValueError naming the choices.
+
+    Here, beside the modes, rather than with the checks (kiln/checks.py re-exports it): the
+    serving settings parse modes in BentoML's supervisor, which would otherwise import numpy
+    with the checks only for this (issue 18: start-up time and memory).
+    """
+    try:
+        return CheckMode(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in CheckMode)
+        raise ValueError(f"{value!r} is not an input-check mode (use {choices})") from None
 
 
 class Bins(_Doc):

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.artifact import CheckMode, FeatureKind, ModelMetadata
+from kiln.artifact import CheckMode, FeatureKind, ModelMetadata, parse_mode
 from kiln.errors import InputRejected
 from kiln.values import MISSING_STRING, show
 
@@ -42,15 +42,6 @@ MAX_WARNINGS = 100
 """Most findings one answer carries (``warning_count`` says how many there were)."""
 
 _SHOWN_CATEGORIES = 10  # categories a message lists before "..."
-
-
-def parse_mode(value: str | CheckMode) -> CheckMode:
-    """A check mode from its name, or ValueError naming the choices."""
-    try:
-        return CheckMode(value)
-    except ValueError:
-        choices = ", ".join(m.value for m in CheckMode)
-        raise ValueError(f"{value!r} is not an input-check mode (use {choices})") from None
 
 
 @dataclass(frozen=True)

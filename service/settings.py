@@ -36,8 +36,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from kiln.artifact import CheckMode
-from kiln.checks import parse_mode
+from kiln.artifact import CheckMode, parse_mode
 from kiln.errors import SettingsError
 
 __all__ = [
