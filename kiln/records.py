@@ -17,7 +17,7 @@ import numpy as np
 
 from kiln.artifact import FeatureKind
 from kiln.errors import InvalidInput, PayloadTooLarge
-from kiln.values import FLOAT32_MAX, kind_name, show, typed_value
+from kiln.values import FLOAT32_MAX, by_identity, kind_name, show, typed_value
 
 __all__ = ["decode_instances", "encode_predictions"]
 
@@ -42,34 +42,48 @@ def decode_instances(
         raise InvalidInput("'instances' is empty: send at least one row")
     if len(instances) > max_rows:
         raise PayloadTooLarge(f"'instances' has {len(instances)} rows; the limit is {max_rows}")
-    names = {name for name, _ in features}
+    layout = by_identity(features, "records", _Layout)
+    names = layout.names
     for i, row in enumerate(instances):
         if type(row) is not dict:
             raise InvalidInput(f"instances[{i}] must be an object, got {kind_name(row)}")
         if row.keys() != names:  # C-level set comparison; the details only on a mismatch
             _check_keys(i, row, features, names, unknown)
-    return _typed(instances, features), len(instances)
+    return _typed(instances, features, layout), len(instances)
+
+
+class _Layout:
+    """What decoding needs of a feature list, made once per list (``by_identity``)."""
+
+    def __init__(self, features: Sequence[tuple[str, FeatureKind]]) -> None:
+        self.names = {name for name, _ in features}
+        self.numeric = [name for name, kind in features if kind is FeatureKind.numeric]
+        self.other = [name for name, kind in features if kind is not FeatureKind.numeric]
+        self.all_numeric = not self.other  # then the block's order is the features' order
 
 
 def _typed(
-    instances: list[dict[str, Any]], features: Sequence[tuple[str, FeatureKind]]
+    instances: list[dict[str, Any]],
+    features: Sequence[tuple[str, FeatureKind]],
+    layout: _Layout,
 ) -> dict[str, np.ndarray]:
     """Columns by feature. The common case (plain numbers, strings) takes a few array
     operations for all numeric features together; anything else goes value by value, row by
     row, and the first bad value is named."""
-    numeric = [name for name, kind in features if kind is FeatureKind.numeric]
+    numeric = layout.numeric
     found: dict[str, np.ndarray] = {}
     if numeric:
         block = _numeric_block(instances, numeric)
         if block is None:
             return _typed_one_by_one(instances, features)
         found.update(zip(numeric, block, strict=True))
-    for name, kind in features:
-        if kind is not FeatureKind.numeric:
-            values = [row[name] for row in instances]
-            if not set(map(type, values)) <= {str}:
-                return _typed_one_by_one(instances, features)
-            found[name] = np.array(values, dtype=object)
+        if layout.all_numeric:
+            return found
+    for name in layout.other:
+        values = [row[name] for row in instances]
+        if not set(map(type, values)) <= {str}:
+            return _typed_one_by_one(instances, features)
+        found[name] = np.array(values, dtype=object)
     return {name: found[name] for name, _ in features}
 
 

@@ -156,6 +156,8 @@ class BoundedTrafficMetrics(RunnerTrafficMetricsMiddleware):
         self.plane = plane
         self.routes: Routes | None = None
         self._labels: dict[str, str] = {}  # paths that are their own label (a bounded set)
+        self._endpoint_children: dict[str, tuple[Any, Any]] = {}
+        self._status_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         # Built with the app, in the worker, where prometheus_client's mode is settled (its
         # directory is BentoML's, the PROMETHEUS_MULTIPROC_DIR it gives each worker).
         from bentoml._internal.configuration.containers import BentoMLContainer
@@ -196,13 +198,9 @@ class BoundedTrafficMetrics(RunnerTrafficMetricsMiddleware):
         from bentoml._internal.context import server_context
 
         endpoint = self.endpoint(scope)
-        names = {
-            "service_name": server_context.bento_name,
-            "service_version": server_context.bento_version,
-            "runner_name": server_context.service_name,
-        }
-        if not endpoint.startswith(tuple(self.skip_paths)):
-            self.metrics_last_request_timestamp.labels(**names).set_to_current_time()
+        timestamp, in_progress = self._children(endpoint, server_context)
+        if timestamp is not None:
+            timestamp.set_to_current_time()
         start = default_timer()
         status = 0
 
@@ -211,15 +209,44 @@ class BoundedTrafficMetrics(RunnerTrafficMetricsMiddleware):
             if message["type"] == "http.response.start":
                 status = message["status"]
             elif message["type"] == "http.response.body" and not message.get("more_body"):
-                labels = {**names, "endpoint": endpoint, "http_response_code": status}
-                self.metrics_request_total.labels(**labels).inc()
-                self.metrics_request_duration.labels(**labels).observe(
-                    max(default_timer() - start, 0)
-                )
+                total, duration = self._answered(endpoint, status, server_context)
+                total.inc()
+                duration.observe(max(default_timer() - start, 0))
             await send(message)
 
-        with self.metrics_request_in_progress.labels(endpoint=endpoint, **names).track_inprogress():
+        with in_progress.track_inprogress():
             await self.app(scope, receive, measured_send)
+
+    # The metric children of an endpoint (and status), looked up once: prometheus_client's
+    # labels() with keywords costs more than the update itself, four times per request. The
+    # endpoints are a bounded set (endpoint()), and so are the statuses.
+    def _names(self, context: Any) -> dict[str, str]:
+        return {
+            "service_name": context.bento_name,
+            "service_version": context.bento_version,
+            "runner_name": context.service_name,
+        }
+
+    def _children(self, endpoint: str, context: Any) -> tuple[Any, Any]:
+        found = self._endpoint_children.get(endpoint)
+        if found is None:
+            names = self._names(context)
+            skipped = endpoint.startswith(tuple(self.skip_paths))
+            timestamp = None if skipped else self.metrics_last_request_timestamp.labels(**names)
+            in_progress = self.metrics_request_in_progress.labels(endpoint=endpoint, **names)
+            found = self._endpoint_children[endpoint] = (timestamp, in_progress)
+        return found
+
+    def _answered(self, endpoint: str, status: int, context: Any) -> tuple[Any, Any]:
+        key = (endpoint, status)
+        found = self._status_children.get(key)
+        if found is None:
+            labels = {**self._names(context), "endpoint": endpoint, "http_response_code": status}
+            found = self._status_children[key] = (
+                self.metrics_request_total.labels(**labels),
+                self.metrics_request_duration.labels(**labels),
+            )
+        return found
 
 
 class SpaceGuard:
