@@ -18,7 +18,13 @@ route. This batcher is the small piece that keeps the rules:
   a request that fails or is cancelled (its timeout) cancels its chunks that have not run;
 - if a merged call fails, each request in it is retried alone, so one request's failure is
   never another's;
-- with ``merge=False`` (batching off) every request is its own call, in arrival order.
+- with ``merge=False`` (batching off) every request is its own call, in arrival order;
+- a call that is short and alone runs on the event loop itself: one request with nothing
+  queued behind it, of at most ``INLINE_ROWS`` rows, for a model whose recent small calls
+  took at most ``inline_max_ms``. Handing a call to the model's thread and its answer back
+  costs a one-row request about a fifth of its time (0.5 against 0.3 ms, bench/RESULTS.md),
+  which buys nothing when no other request could use the loop meanwhile. Every other call,
+  and every call of a model that is not quick, runs on the thread.
 """
 
 from __future__ import annotations
@@ -36,7 +42,11 @@ import numpy as np
 
 from kiln.errors import Overloaded
 
-__all__ = ["BatchStats", "Batcher", "Columns", "Outputs", "Reservation"]
+__all__ = ["INLINE_ROWS", "BatchStats", "Batcher", "Columns", "Outputs", "Reservation"]
+
+INLINE_ROWS = 16
+"""The most rows of a call that may run on the event loop (see the module's docstring)."""
+_LEARN = 0.2  # weight of the newest small call in the average duration of small calls
 
 Columns = dict[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
@@ -105,6 +115,7 @@ class Batcher:
         max_wait_ms: float,
         max_queue_rows: int,
         merge: bool = True,
+        inline_max_ms: float = 0.0,
         on_batch: Callable[[BatchStats], None] = lambda _: None,
     ) -> None:
         self.name = name
@@ -123,6 +134,9 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kiln-{name}")
         self._busy = False
         self._concurrent = False  # did the last call see company? then the next one waits
+        self.inline_max = inline_max_ms / 1000
+        self._small_call: float | None = None  # average seconds of calls of <= INLINE_ROWS
+        self.inline_calls = 0  # calls run on the event loop (for tests and benchmarks)
 
     @property
     def queued_rows(self) -> int:
@@ -258,11 +272,36 @@ class Batcher:
                 finally:
                     self._busy = False
 
+    def _inline(self, batch: list[_Pending]) -> bool:
+        """Whether this call is short and alone (the module's docstring)."""
+        return (
+            len(batch) == 1
+            and not self._queue
+            and batch[0].rows <= INLINE_ROWS
+            and self._small_call is not None
+            and self._small_call <= self.inline_max
+        )
+
+    def _timed(self, merged: Columns, rows: int) -> Outputs:
+        """The model's call, its duration learnt when it is a small one (either thread)."""
+        started = time.perf_counter()
+        outputs = self._run(merged)
+        if rows <= INLINE_ROWS:
+            took = time.perf_counter() - started
+            known = self._small_call
+            self._small_call = took if known is None else known + _LEARN * (took - known)
+        return outputs
+
     async def _call(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         merged = _concat([p.columns for p in batch])
+        rows = sum(p.rows for p in batch)
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, merged)
+            if self._inline(batch):
+                self.inline_calls += 1
+                outputs = self._timed(merged, rows)
+            else:
+                outputs = await loop.run_in_executor(self._executor, self._timed, merged, rows)
         except Exception as exc:
             if len(batch) == 1:
                 if not batch[0].future.done():

@@ -175,6 +175,7 @@ class DataPlane:
             max_batch_rows=limits.max_batch_rows,
             max_wait_ms=limits.max_wait_ms,
             merge=limits.enabled,
+            inline_max_ms=limits.inline_max_ms,
             max_queue_rows=self.settings.max_queue_rows,
             on_batch=functools.partial(self._observe_batch, runtime),
         )

@@ -83,6 +83,10 @@ class BatchLimits(BaseModel):
     enabled: bool = True
     """False: never merge requests; each is its own call (larger ones still split)."""
 
+    inline_max_ms: Annotated[float, Milliseconds] = Field(default=0.25, ge=0, le=1000)
+    """A request alone, of at most 16 rows, for a model whose small calls take at most this
+    long, runs on the event loop without the hand-off to the model's thread (0: never)."""
+
 
 class ServingSettings(BaseSettings):
     """Every serving setting; build it with :func:`load_settings`, which explains bad values."""

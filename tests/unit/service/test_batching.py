@@ -307,3 +307,77 @@ def test_reserved_room_counts_against_the_queue_until_given_back() -> None:
         await batcher.close()
 
     run_async(go)
+
+
+def on_thread(run: Callable[[Columns], Outputs]) -> tuple[Callable[[Columns], Outputs], list[bool]]:
+    """``run``, noting for each call whether it ran on the event loop's thread."""
+    loop_thread = threading.get_ident()
+    where: list[bool] = []
+
+    def noted(columns: Columns) -> Outputs:
+        where.append(threading.get_ident() == loop_thread)
+        return run(columns)
+
+    return noted, where
+
+
+def test_a_short_lone_call_runs_on_the_loop_once_the_model_is_known_quick() -> None:
+    run, on_loop = on_thread(double)
+    batcher, seen = make(run, inline_max_ms=5.0)
+
+    async def go() -> list[Outputs]:
+        answers = [await batcher.predict(rows(i, i + 1), 2) for i in range(5)]
+        await batcher.close()
+        return answers
+
+    answers = run_async(go)
+    # the first call is timed on the model's thread; then, quick and alone, on the loop
+    assert on_loop == [False, True, True, True, True]
+    assert batcher.inline_calls == 4 and len(seen) == 5
+    for i, answer in enumerate(answers):
+        np.testing.assert_array_equal(answer["y"], [2 * i, 2 * i + 2])
+
+
+def test_calls_with_company_or_too_large_or_slow_stay_on_the_thread() -> None:
+    run, on_loop = on_thread(double)
+    batcher, _ = make(run, inline_max_ms=5.0, max_batch_rows=64)
+
+    async def go() -> None:
+        await batcher.predict(rows(1), 1)  # learns that the model is quick
+        await asyncio.gather(*(batcher.predict(rows(i), 1) for i in range(6)))  # company
+        await batcher.predict(rows(*range(17)), 17)  # past INLINE_ROWS
+        await batcher.close()
+
+    run_async(go)
+    assert True not in on_loop
+
+    slow_run, slow_on_loop = on_thread(slow(0.01))  # 10 ms calls: past inline_max_ms
+    slow_batcher, _ = make(slow_run, inline_max_ms=5.0)
+
+    async def alone() -> None:
+        for i in range(3):
+            await slow_batcher.predict(rows(i), 1)
+        await slow_batcher.close()
+
+    run_async(alone)
+    assert slow_on_loop == [False, False, False] and slow_batcher.inline_calls == 0
+
+
+def test_inline_off_and_a_failing_inline_call() -> None:
+    run, on_loop = on_thread(failing)
+    off, _ = make(run, inline_max_ms=0.0)
+    on, _ = make(failing, inline_max_ms=5.0)
+
+    async def go() -> None:
+        for _ in range(3):
+            await off.predict(rows(1), 1)
+        await on.predict(rows(1), 1)
+        with pytest.raises(ValueError, match="negative input"):
+            await on.predict(rows(-1), 1)  # on the loop: its own error, nothing else hurt
+        np.testing.assert_array_equal((await on.predict(rows(3), 1))["y"], [6])
+        await off.close()
+        await on.close()
+
+    run_async(go)
+    assert on_loop == [False, False, False] and off.inline_calls == 0
+    assert on.inline_calls == 2

@@ -106,7 +106,7 @@ def test_an_empty_variable_counts_as_unset(clean_env: pytest.MonkeyPatch) -> Non
             "KILN_SERVE_BATCH_OVERRIDES",
             '{"churn": {"max_rows": 64}}',
             'KILN_SERVE_BATCH_OVERRIDES=\'{"churn": {"max_rows": 64}}\': churn.max_rows: not a '
-            "known key (known: max_batch_rows, max_wait_ms, enabled)",
+            "known key (known: max_batch_rows, max_wait_ms, enabled, inline_max_ms)",
         ),
         (
             "KILN_SERVE_UNKNOWN_FEATURES",
