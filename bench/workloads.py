@@ -13,6 +13,8 @@ load run needs (wrk and hey send it as it is):
   ``[N, n_features]`` (the features in ``kiln.json``'s order), JSON data, asking for the
   ``predict_proba`` output: MLServer's default (numpy) codec and the Triton peer's model
   both take it as it is;
+- ``v2-fp32``: Kiln's V2 REST request as ``tritonclient.http`` sends it with JSON data: one
+  FP32 (or BYTES) input per feature, shape ``[N, 1]``, every output;
 - ``v2-binary``: the same request with every input as raw little-endian bytes after the JSON
   header (Triton's binary tensor extension, what ``tritonclient.http`` sends), answered with
   binary outputs too.
@@ -177,6 +179,24 @@ def v2_binary(rows: list[dict[str, Any]], outputs: list[str]) -> tuple[bytes, in
     return header + b"".join(chunks), len(header)
 
 
+def v2_fp32_json(rows: list[dict[str, Any]]) -> bytes:
+    """One input per feature as tritonclient.http sends it with ``binary_data=False``: shape
+    [N, 1] (the model metadata's), FP32 or BYTES, ``data`` a flat JSON list; all outputs."""
+    inputs = []
+    for name, value in rows[0].items():
+        numeric = isinstance(value, float)
+        data = [row[name] for row in rows]
+        inputs.append(
+            {
+                "name": name,
+                "shape": [len(rows), 1],
+                "datatype": "FP32" if numeric else "BYTES",
+                "data": [float(np.float32(v)) for v in data] if numeric else data,
+            }
+        )
+    return json.dumps({"inputs": inputs}).encode()
+
+
 def write(directory: Path, name: str, kind: str, rows: int, data: bytes, **extra: Any) -> Body:
     path = directory / f"{name}.body"
     path.write_bytes(data)
@@ -215,6 +235,18 @@ def bodies_for(
     for rows in (one, bulk):
         key = f"v2-tensor-{len(rows)}"
         found[key] = write(directory, f"{model}-{key}", "v2-tensor", len(rows), v2_tensor(rows))
+    # Kiln's V2 REST route, one row, as tritonclient sends it: JSON, and binary tensors.
+    found["v2-fp32-1"] = write(directory, f"{model}-v2-fp32-1", "v2-fp32", 1, v2_fp32_json(one))
+    data, header = v2_binary(one, outputs)
+    found["v2-binary-1"] = write(
+        directory,
+        f"{model}-v2-binary-1",
+        "v2-binary",
+        1,
+        data,
+        content_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(header)},
+    )
     data, header = v2_binary(bulk, outputs)
     found[f"v2-binary-{bulk_rows}"] = write(
         directory,
