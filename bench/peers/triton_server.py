@@ -133,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
             inputs=[Tensor(name=args.input, dtype=np.float32, shape=(len(inputs),))],
             outputs=[Tensor(name=args.output, dtype=np.float32, shape=(classes,))],
             config=model_config,
-            strict=True,
         )
         print(f"serving {args.name} from {args.model_dir} on http://{HOST}:{args.http_port}")
         sys.stdout.flush()
