@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import bentoml
 
 from kiln.errors import SettingsError
+from service import tracing
 from service.settings import load_settings
 
 if TYPE_CHECKING:
@@ -46,9 +47,7 @@ except SettingsError as exc:
 # The access log and the inference routes' OpenTelemetry spans are off unless asked for:
 # together they cost 40% of the throughput (bench/RESULTS.md), and Prometheus metrics count
 # every request.
-_tracing = (
-    {} if settings.trace_inference else {"excluded_urls": ["/v1/models", "/v2/models", "/v1/noop"]}
-)
+_tracing = {} if settings.trace_inference else {"excluded_urls": list(tracing.UNTRACED)}
 _traffic: dict[str, float | int] = {"timeout": settings.timeout}
 if settings.max_concurrency is not None:  # past it: 503 + Retry-After (traffic.py)
     _traffic["max_concurrency"] = settings.max_concurrency
@@ -91,6 +90,8 @@ def _http_app() -> FastAPI:
     # BentoML builds its HTTP app (and its timeout middleware) after importing this module:
     # put the fixed middleware in place first (service/traffic.py says why).
     traffic.install()
+    if not settings.trace_inference:  # the untraced routes skip the tracing middleware's work
+        tracing.install()
     app = create_app()
     # BentoML's request metrics labelled by route, and its metrics directory watched
     # (service/instruments.py): whatever path a client sends, the series stay a bounded set.
