@@ -35,7 +35,13 @@ MODEL_NAMES = {
     "heavy": "MLP (heavy)",
     "noop": "no-op route",
 }
-WORKLOADS = {"records": "JSON records", "v2-json": "V2 JSON", "v2-binary": "V2 binary"}
+WORKLOADS = {
+    "records": "JSON records",
+    "v2-json": "V2 JSON, one input per feature (pandas codec)",
+    "v2-tensor": "V2 JSON, one [N, n] FP32 tensor",
+    "v2-fp32": "V2 JSON, as tritonclient sends it",
+    "v2-binary": "V2 binary",
+}
 
 
 @dataclass
@@ -78,43 +84,76 @@ def _ratio(a: Result | None, b: Result | None, figure: str = "rps") -> float | N
     return round(getattr(a, figure) / getattr(b, figure), 2)
 
 
+def _best(run: Run, prefix: str, model: str, concurrency: int) -> Result | None:
+    """The best one-row run of every server whose key starts with ``prefix`` (a peer's
+    settings: MLServer's four, Triton's two), whatever body it was sent."""
+    found = [
+        r
+        for r in run.results
+        if r.server.startswith(prefix)
+        and r.model == model
+        and r.rows == 1
+        and r.concurrency == concurrency
+    ]
+    return max(found, key=lambda r: r.rps) if found else None
+
+
 def targets(run: Run, args: argparse.Namespace) -> list[Check]:
     """The targets of bench/README.md, from this run's figures."""
     c = 64 if 64 in args.concurrency else max(args.concurrency)
     bulk = args.bulk_rows
 
-    def one(server: str | tuple[str, ...], model: str) -> Result | None:
-        return _find(run, server, model, "records", 1, c)
+    def one(server: str | tuple[str, ...], model: str, conc: int = c) -> Result | None:
+        return _find(run, server, model, "records", 1, conc)
 
-    mlserver = ("mlserver", "mlserver-batching")
-    best_mlserver = _find(run, mlserver, "lr", "v2-json", 1, c)
-    checks = [
-        Check(f"Kiln / FastAPI+sklearn, LogisticRegression, 1 row, c={c}",
-              _ratio(one("kiln", "lr"), one("fastapi-sklearn", "lr")), 1.5, True, "x",
-              "requests/s"),
-        Check(f"Kiln / FastAPI+sklearn, RandomForest, 1 row, c={c}",
-              _ratio(one("kiln", "forest"), one("fastapi-sklearn", "forest")), 10, True, "x",
-              "requests/s"),
-        Check(f"Kiln / MLServer (its better setting), LogisticRegression, 1 row, c={c}",
-              _ratio(one("kiln", "lr"), best_mlserver), 2, True, "x", "requests/s"),
-        Check(f"Kiln / plain FastAPI+ORT, LogisticRegression, 1 row, c={c}",
-              _ratio(one("kiln", "lr"), one("plain", "lr")), 0.75, True, "x", "requests/s"),
-    ]  # fmt: skip
+    checks: list[Check] = []
+    kilns, plains = ("kiln", "kiln-2w"), ("plain", "plain-2w")  # each at its better setting
     for model in ("lr", "forest"):
-        kiln = one("kiln", model)
+        name = MODEL_NAMES[model]
+        kiln = one(kilns, model)
+        noop = one(kiln.server, "noop") if kiln else None  # the same setting's ceiling
+        checks += [
+            Check(f"Kiln (its better setting) / Triton at its best, {name}, 1 row, c={c}",
+                  _ratio(kiln, _best(run, "triton", model, c)), 2, True, "x", "requests/s"),
+            Check(f"Kiln (its better setting) / MLServer at its best, {name}, 1 row, c={c}",
+                  _ratio(kiln, _best(run, "mlserver", model, c)), 3, True, "x", "requests/s"),
+            Check(f"Kiln / plain FastAPI+ORT, each at its better setting, {name}, 1 row, c={c}",
+                  _ratio(kiln, one(plains, model)), 1.3, True, "x", "requests/s"),
+            Check(f"Kiln / FastAPI+sklearn, {name}, 1 row, c={c}",
+                  _ratio(kiln, one("fastapi-sklearn", model)), 1.5 if model == "lr" else 10,
+                  True, "x", "requests/s"),
+            Check(f"Kiln p99, {name}, 1 row, c={c}", kiln.p99_ms if kiln else None, 15, False,
+                  "ms", "p99 latency"),
+            Check(f"Kiln predict / Kiln no-op route, {name}, 1 row, c={c}",
+                  _ratio(kiln, noop), 0.6, True, "x", "requests/s"),
+        ]  # fmt: skip
+    for conc in sorted({1, 16, c} & set(args.concurrency)):
+        v1 = one("kiln", "lr", conc)
+        for kind, label in (("v2-fp32", "V2 JSON"), ("v2-binary", "V2 binary")):
+            v2 = _find(run, "kiln", "lr", kind, 1, conc)
+            checks.append(
+                Check(f"Kiln {label} / Kiln /v1, LogisticRegression, 1 row, c={conc}",
+                      _ratio(v2, v1), 0.9, True, "x", "requests/s")
+            )  # fmt: skip
+    if 1 in args.concurrency:
         checks.append(
-            Check(f"Kiln p99, {MODEL_NAMES[model]}, 1 row, c={c}",
-                  kiln.p99_ms if kiln else None, 50, False, "ms", "p99 latency")
+            Check("Kiln p50 / plain FastAPI+ORT p50, LogisticRegression, 1 row, c=1",
+                  _ratio(one("kiln", "lr", 1), one("plain", "lr", 1), "p50_ms"), 1.2, False,
+                  "x", "p50 latency")
+        )  # fmt: skip
+    for model, bound in (("lr", 0.3), ("forest", 0.8)):
+        binary = _find(run, "kiln", model, "v2-binary", bulk, 4)
+        limit = run.limits.get(model, {}).get("v2_binary_decode_ort_rows_per_s")
+        checks.append(
+            Check(f"Kiln V2 binary / in-process binary decode + ORT, {MODEL_NAMES[model]}, "
+                  f"{bulk} rows, c=4", _per(binary, limit), bound, True, "x", "rows/s")
         )  # fmt: skip
     forest = run.limits.get("forest", {})
-    binary = _find(run, "kiln", "forest", "v2-binary", bulk, 4)
     records = _find(run, "kiln", "forest", "records", bulk, 4)
-    checks += [
-        Check(f"Kiln V2 binary / in-process ORT, RandomForest, {bulk} rows, c=4",
-              _per(binary, forest.get("ort_rows_per_s")), 0.5, True, "x", "rows/s"),
+    checks.append(
         Check(f"Kiln JSON / in-process JSON decode + ORT, RandomForest, {bulk} rows, c=4",
-              _per(records, forest.get("json_ort_rows_per_s")), 0.5, True, "x", "rows/s"),
-    ]  # fmt: skip
+              _per(records, forest.get("json_ort_rows_per_s")), 0.5, True, "x", "rows/s")
+    )  # fmt: skip
     on = _find(run, "kiln", "heavy", "records", 1, c)
     off = _find(run, "kiln-batching-off", "heavy", "records", 1, c)
     checks += [
@@ -123,13 +162,20 @@ def targets(run: Run, args: argparse.Namespace) -> list[Check]:
         Check(f"heavy model, p99 batching on / off, 1 row, c={c}", _ratio(on, off, "p99_ms"),
               2, False, "x", "p99 latency"),
     ]  # fmt: skip
+    overloads = run.overload.get("overload", []) if run.overload else []
+    checks.append(
+        Check(f"overload: rows/s served at 4x capacity / at capacity, {bulk}-row requests, "
+              "worst queue setting",
+              round(min(r["ratio"] for r in overloads), 2) if overloads else None, 0.8, True,
+              "x", "rows/s")
+    )  # fmt: skip
     demo = [s for s in run.starts if s.server == "kiln-demo"]
     checks += [
         Check("Kiln over the demo models: cold start (process start to /readyz 200), median",
-              round(statistics.median(s.ready_s for s in demo), 2) if demo else None, 3, False,
+              round(statistics.median(s.ready_s for s in demo), 2) if demo else None, 2, False,
               "s", f"{len(demo)} starts"),
         Check("Kiln over the demo models: memory at idle, all processes, largest",
-              max(s.idle_rss_mb for s in demo) if demo else None, 400, False, "MB", "RSS"),
+              max(s.idle_rss_mb for s in demo) if demo else None, 250, False, "MB", "RSS"),
     ]  # fmt: skip
     return checks
 
@@ -238,6 +284,8 @@ def markdown(env: dict[str, Any], run: Run, checks: list[Check], args: argparse.
         f"- Kiln: `bentoml serve`, default settings; extra settings: {kiln_env}; "
         "'batching off' adds `KILN_SERVE_BATCH={\"enabled\": false}`",
         f"- command: `{env['command']}`",
+        "- GPU: none on this machine, so no GPU figure here; bench/gpu.sh measures the CUDA "
+        "provider where a GPU is lent (bench/README.md)",
         "",
         "## Targets",
         "",
@@ -278,8 +326,35 @@ def markdown(env: dict[str, Any], run: Run, checks: list[Check], args: argparse.
             for m, f in run.limits.items()
         ),
         "",
+        *_overload_table(run),
     ]
     return "\n".join(lines)
+
+
+def _overload_table(run: Run) -> list[str]:
+    """bench/overload.py's runs: capacity, then four times its clients per queue setting."""
+    if not run.overload:
+        return []
+    o = run.overload
+    lines = [
+        "## Overload",
+        "",
+        f"bench/overload.py: {o['rows_per_request']:,}-row JSON requests to "
+        f"{o['model']}, hey, closed loop; capacity is the best of the client counts tried, "
+        "overload four times its clients, on a fresh server per queue setting.",
+        "",
+        "| run | clients | rows/s | 200 | 503 | rows run by ORT | wasted rows | p99 ms | "
+        "served / capacity |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in [*o["capacity_runs"], *o["overload"]]:
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
+        lines.append(
+            f"| {r.get('queue', 'capacity')} | {r['clients']} | {r['rows_per_s']:,.0f} | "
+            f"{r['ok']} | {r['refused_503']} | {r['rows_run']:,.0f} | {r['wasted_rows']:,.0f} "
+            f"| {r['p99_ms']:.0f} | {ratio} |"
+        )
+    return [*lines, ""]
 
 
 def write_results(path: Path, text: str) -> None:

@@ -288,17 +288,20 @@ def kiln_server(home: Path, label: str, env: dict[str, str]) -> tuple[Server, st
     return Server(label, argv, full, log, f"{base}/readyz"), base
 
 
-def plain_server(home: Path, model_dirs: list[Path]) -> tuple[Server, str]:
-    """The reference app under uvicorn, one process, no access log, on a free port."""
+def plain_server(home: Path, model_dirs: list[Path], workers: int = 1) -> tuple[Server, str]:
+    """The reference app under uvicorn, ``workers`` processes (1: one, no supervisor), no
+    access log, on a free port."""
     port = free_port()
     env = {**os.environ, "KILN_BENCH_MODEL_DIRS": os.pathsep.join(map(str, model_dirs))}
     base = f"http://127.0.0.1:{port}"
     argv = [
         str(BIN / "uvicorn"), "--app-dir", str(BENCH), "plain_fastapi_ort:app",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
-        "--log-level", "warning",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
-    return Server("plain FastAPI+ORT", argv, env, home / "plain.log", f"{base}/openapi.json"), base
+    label = "plain FastAPI+ORT" + ("" if workers == 1 else f", {workers} workers")
+    log = home / f"plain-{workers}.log"
+    return Server(label, argv, env, log, f"{base}/openapi.json"), base
 
 
 def _slug(text: str) -> str:

@@ -145,6 +145,7 @@ class Run:
     results: list[Result] = field(default_factory=list)
     starts: list[Started] = field(default_factory=list)
     limits: dict[str, dict[str, float]] = field(default_factory=dict)
+    overload: dict[str, Any] = field(default_factory=dict)  # bench/overload.py's figures
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -364,13 +365,13 @@ def kiln_target(key: str, label: str, server: Server, base: str) -> Target:
     return Target(key, label, server, url)
 
 
-def plain_target(server: Server, base: str) -> Target:
+def plain_target(server: Server, base: str, key: str = "plain") -> Target:
     names = {k: yaml_name(MODELS[k]) for k in MODELS}
 
     def url(model: str, _: Body) -> str:
         return f"{base}/noop" if model == "noop" else f"{base}/predict/{names[model]}"
 
-    return Target("plain", "plain FastAPI+ORT", server, url)
+    return Target(key, server.name, server, url)
 
 
 Plan = list[tuple[Target, str, str, int]]  # (target, model, body key, concurrency)
@@ -407,11 +408,46 @@ def main_plan(plain: Target, kiln: Target, sweep: list[int], bulk: int) -> Plan:
             if c == focus and model in ("lr", "forest"):  # the ratio targets: again, reversed;
                 plan.append((kiln, model, "records-1", c))  # the better run of each counts
                 plan.append((plain, model, "records-1", c))
+            if model == "lr" and c in (1, 16, focus):  # V2 REST against /v1, same rows
+                plan.append((kiln, model, "v2-fp32-1", c))
+                plan.append((kiln, model, "v2-binary-1", c))
     for model in ("lr", "forest"):
         plan.append((plain, model, f"records-{bulk}", 4))
         plan.append((kiln, model, f"records-{bulk}", 4))
         plan.append((kiln, model, f"v2-binary-{bulk}", 4))
     return plan
+
+
+TWO_WORKERS = 2
+
+
+def two_workers(
+    run: Run,
+    home: Path,
+    scratch: Path,
+    dirs: dict[str, Path],
+    bodies: dict[str, dict[str, Body]],
+    expected: dict[str, list[float]],
+    extra: dict[str, str],
+    args: argparse.Namespace,
+) -> None:
+    """Kiln and the plain app with two worker processes each, one row at the focus
+    concurrency: each at its better setting counts for the targets. One event loop is a
+    core at most: with the load generator on the other core, two loops share the two."""
+    focus = 64 if 64 in args.concurrency else max(args.concurrency)
+    env = {**extra, "KILN_SERVE_WORKERS": str(TWO_WORKERS)}
+    plain_server_, plain_url = plain_server(scratch, [dirs[k] for k in MODELS], TWO_WORKERS)
+    kiln_server_, kiln_url = kiln_server(home, f"Kiln, {TWO_WORKERS} workers", env)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(started(run, plain_server_, "plain-2w", args.idle_seconds))
+        stack.enter_context(started(run, kiln_server_, "kiln-2w", args.idle_seconds))
+        plain = plain_target(plain_server_, plain_url, "plain-2w")
+        kiln = kiln_target("kiln-2w", kiln_server_.name, kiln_server_, kiln_url)
+        plan: Plan = []
+        for model in ("lr", "forest"):
+            plan += [(plain, model, "records-1", focus), (kiln, model, "records-1", focus)]
+        plan.append((kiln, "noop", "records-1", focus))
+        run_plan(run, plan, bodies, expected, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
                 profile(kiln_server_, url, bodies["lr"]["records-1"], args.profile,
                         args.profile_seconds, 64, args.tool)  # fmt: skip
 
+        if args.two_workers:
+            two_workers(run, home, scratch, dirs, bodies, expected, extra, args)
+
         off_server, off_url = kiln_server(home, "Kiln, batching off", {**extra, **BATCHING_OFF})
         with started(run, off_server, "kiln-batching-off", args.idle_seconds):
             off = kiln_target("kiln-batching-off", "Kiln, batching off", off_server, off_url)
@@ -504,6 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
+    if args.overload_seconds > 0:
+        try:
+            run.overload = overload(args)
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     checks = report.targets(run, args)
     text = report.markdown(env, run, checks, args)
     print("\n" + report.targets_table(checks))
@@ -518,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             "results": [asdict(r) for r in run.results],
             "starts": [asdict(s) for s in run.starts],
             "limits": run.limits,
+            "overload": run.overload,
             "targets": [asdict(c) for c in checks],
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -525,6 +571,24 @@ def main(argv: list[str] | None = None) -> int:
         print("--check: a target is not met (see above)", file=sys.stderr)
         return 1
     return 0
+
+
+def overload(args: argparse.Namespace) -> dict[str, Any]:
+    """bench/overload.py's run (capacity with 1,000-row requests, then four times its
+    clients), for the report's table and its target."""
+    out = REPO / "build" / "bench-overload.json"
+    out.unlink(missing_ok=True)
+    argv = [sys.executable, str(BENCH_DIR / "overload.py"), "--seconds",
+            str(args.overload_seconds), "--json", str(out)]  # fmt: skip
+    for item in args.kiln_env:
+        argv += ["--kiln-env", item]
+    print("overload (bench/overload.py)", flush=True)
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=1800, check=False)
+    print(done.stdout.strip(), flush=True)
+    if not out.exists():  # exit 1 only says a ratio is under its goal: the report says which
+        raise BenchError(f"bench/overload.py failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return result
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -576,6 +640,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=3,
         help="starts of Kiln over the demo models, for the cold-start figure (3)",
     )
+    parser.add_argument(
+        "--overload-seconds", type=int, default=10,
+        help="seconds per run of bench/overload.py (10; 0: skip it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-two-workers", dest="two_workers", action="store_false",
+        help="skip Kiln and the plain app with two worker processes each",
+    )  # fmt: skip
     parser.add_argument("--profile", type=Path, help="py-spy Kiln's worker into this folder")
     parser.add_argument("--profile-seconds", type=int, default=10)
     parser.add_argument(
@@ -594,6 +666,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.duration, args.warmup, args.retries, args.quiet_wait = 2, 1, 0, 0
         args.concurrency, args.limit_seconds, args.profile_seconds = [64], 0.3, 3
         args.idle_seconds, args.cold_starts = 0.5, 1
+        args.overload_seconds = min(args.overload_seconds, 5)  # hey needs ~100 answers for a p99
         if args.results == BENCH_DIR / "RESULTS.md":  # a smoke test never overwrites the report
             args.results = None
         if args.json == BENCH_DIR / "runs" / "latest.json":
