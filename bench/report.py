@@ -237,7 +237,8 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 def peer_versions(peers: list[str]) -> list[str]:
     """One line per peer venv: its main packages, as installed."""
     keep = ("fastapi", "uvicorn", "bentoml", "mlserver", "mlserver-sklearn", "uvloop",
-            "httptools", "scikit-learn", "pandas")  # fmt: skip
+            "httptools", "scikit-learn", "pandas", "nvidia-pytriton", "onnxruntime",
+            "tritonclient")  # fmt: skip
     lines = []
     for venv in dict.fromkeys(PEERS[p] for p in peers):
         freeze = PEER_VENVS / venv / "freeze.txt"

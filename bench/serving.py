@@ -106,7 +106,7 @@ class Result:
     server: str  # kiln, kiln-batching-off, plain, or a peer
     label: str  # the server as the report names it
     model: str  # lr, forest, heavy or noop
-    workload: str  # records, v2-json or v2-binary
+    workload: str  # records, v2-json, v2-tensor, v2-fp32 or v2-binary
     rows: int  # rows per request
     concurrency: int
     tool: str
@@ -295,7 +295,10 @@ def peer_model(spec: Path, model_dir: Path) -> Path:
     out = PEER_MODELS / f"{yaml_name(spec)}.joblib"
     stamp = out.with_suffix(".source")
     source = str(model_dir)
-    if out.exists() and stamp.exists() and stamp.read_text(encoding="utf-8") == source:
+    from peers.models import array_path  # the array twin the MLServer peer loads
+
+    fresh = stamp.exists() and stamp.read_text(encoding="utf-8") == source
+    if out.exists() and array_path(out).exists() and fresh:
         return out
     done = subprocess.run(
         [sys.executable, str(BENCH_DIR / "peers" / "models.py"), "--spec", str(spec),
