@@ -529,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                 "lr": [(one, c) for c in (sweep if peer in PEER_SWEEP else [focus])],
                 "forest": [(one, focus)] + ([(many, 4)] if peer in PEER_BULK else []),
             }
+            if args.quick:  # a smoke test: one model per peer
+                del plans["forest"]
             for model, plan in plans.items():
                 pickle = peer_model(MODELS[model], dirs[model])
                 server, url, path = peer_server(peer, scratch, names[model], pickle, dirs[model])
@@ -676,8 +678,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.json = BENCH_DIR / "runs" / "quick.json"
     if args.results is not None and str(args.results) == "none":
         args.results = None
+    if args.quick and args.peers is None:  # one setting of each peer: under 3 minutes
+        args.peers = [p for p in QUICK_PEERS if peer_python(p).exists()]
     args.peers = select_peers(args.peers)
     return args
+
+
+QUICK_PEERS = ("fastapi-sklearn", "mlserver-batching", "triton")
+"""The peers of ``--quick`` unless named: each family's best setting in full runs."""
 
 
 def select_peers(asked: list[str] | None) -> list[str]:
