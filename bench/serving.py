@@ -671,7 +671,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.duration, args.warmup, args.retries, args.quiet_wait = 2, 1, 0, 0
         args.concurrency, args.limit_seconds, args.profile_seconds = [64], 0.3, 3
         args.idle_seconds, args.cold_starts = 0.5, 1
-        args.overload_seconds = min(args.overload_seconds, 5)  # hey needs ~100 answers for a p99
+        args.overload_seconds = min(args.overload_seconds, 3)  # hey needs ~100 answers for a p99
+        args.two_workers = False
         if args.results == BENCH_DIR / "RESULTS.md":  # a smoke test never overwrites the report
             args.results = None
         if args.json == BENCH_DIR / "runs" / "latest.json":
