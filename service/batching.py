@@ -318,7 +318,6 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_result(_slice(outputs, start, start + pending.rows))
             start += pending.rows
-        rows = start
         self._on_batch(
             BatchStats(rows, len(batch), [started - p.queued_at for p in batch], seconds)
         )

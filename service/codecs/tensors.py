@@ -36,6 +36,7 @@ from service.codecs.bounds import MAX_DEPTH
 __all__ = [
     "DATATYPES",
     "FEATURE_DATATYPES",
+    "FLOAT_DATATYPES",
     "FLOAT_DTYPES",
     "TYPED_CONTENTS",
     "InputSpec",
@@ -73,6 +74,8 @@ _NUMERIC: dict[str, np.dtype[Any]] = {
     }.items()
 }  # fmt: skip
 _KNOWN_DATATYPES = frozenset(_NUMERIC) | {"BOOL", "BYTES", "BF16"}
+FLOAT_DATATYPES = frozenset(name for name, dtype in _NUMERIC.items() if dtype.kind == "f")
+"""The float wire datatypes: an FP32 feature reads JSON numbers sent as any of them alike."""
 # numpy dtype (kind + itemsize, byte order dropped) -> wire datatype, for outputs.
 _OUTPUT_DATATYPES = {dtype.str[1:]: name for name, dtype in _NUMERIC.items()} | {"b1": "BOOL"}
 _LENGTH = struct.Struct("<I")

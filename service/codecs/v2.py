@@ -49,6 +49,7 @@ from service.codecs.jsonkeys import ensure_unique_keys
 from service.codecs.tensors import (
     DATATYPES,
     FEATURE_DATATYPES,
+    FLOAT_DATATYPES,
     InputSpec,
     RequestedOutput,
     Tensor,
@@ -181,8 +182,6 @@ def decode_request(
     return decoded
 
 
-_PLAIN_JSON = frozenset({"name", "shape", "datatype", "data"})
-_PLAIN_BINARY = frozenset({"name", "shape", "datatype", "parameters"})
 _PLAIN_NUMBERS = frozenset({float, int})  # exact types: a bool is not a number here
 
 
@@ -252,7 +251,7 @@ def _plain_inputs(
         return layout.ordered(names, block), rows, 5 * count
     if set(map(type, payloads)) != {list} or set(map(len, payloads)) != {rows}:
         return None
-    if layout.all_fp32 and set(datatypes) <= _JSON_FLOATS:  # the usual model: no strings
+    if layout.all_fp32 and set(datatypes) <= FLOAT_DATATYPES:  # the usual model: no strings
         values = list(itertools.chain.from_iterable(payloads))
         if not set(map(type, values)) <= _PLAIN_NUMBERS:
             return None
@@ -260,7 +259,7 @@ def _plain_inputs(
     numbers: list[tuple[str, list[Any]]] = []
     for name, datatype, data in zip(names, datatypes, payloads, strict=True):
         want = specs[name]
-        if want == "FP32" and datatype in _JSON_FLOATS:
+        if want == "FP32" and datatype in FLOAT_DATATYPES:
             numbers.append((name, data))
         elif want == "BYTES" and datatype == "BYTES":
             if set(map(type, data)) != {str}:
@@ -306,7 +305,6 @@ class _Layout:
 _JSON_FIELDS = operator.itemgetter("name", "shape", "datatype", "data")
 _BINARY_FIELDS = operator.itemgetter("name", "shape", "datatype", "parameters")
 _SIZE = operator.itemgetter("binary_data_size")
-_JSON_FLOATS = frozenset({"FP16", "FP32", "FP64"})
 
 
 def _members(doc: dict[str, Any], *, skip_inputs: bool = False) -> int:
