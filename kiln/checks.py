@@ -153,6 +153,16 @@ class InputChecks:
         high32 = np.where(high32 > high, np.nextafter(high32, np.float32(-np.inf)), high32)
         self._low = low32.astype(np.float32).reshape(-1, 1)
         self._high = high32.astype(np.float32).reshape(-1, 1)
+        # Every (feature, reason) :meth:`masks` can find, in a fixed order: the columns of
+        # :meth:`flags`.
+        keys = [(r.feature, "out_of_range") for r in self._ranges]
+        keys += [(r.feature, "missing") for r in self._ranges[: self._no_missing]]
+        for name, _, known, never_missing in self._categorical:
+            keys += [(name, "unseen_category")] if known else []
+            keys += [(name, "missing")] if never_missing else []
+        keys += [(name, "missing") for name, _ in self._never_missing]
+        self.keys: tuple[tuple[str, str], ...] = tuple(keys)
+        self._column = {key: j for j, key in enumerate(keys)}
 
     @staticmethod
     def _range(name: str, lo: float, hi: float, metadata: ModelMetadata) -> _Range:
@@ -228,6 +238,19 @@ class InputChecks:
             if missing.any():
                 found[(name, "missing")] = np.asarray(missing, dtype=bool)
         return found
+
+    def flags(self, masks: dict[tuple[str, str], np.ndarray], rows: int) -> np.ndarray:
+        """The masks as one (rows, len(keys)) bool block, a column per key of
+        :attr:`keys`: rows can be sliced and joined like a model's output (the service
+        checks a batch once and hands each request its rows, service/dataplane.py)."""
+        block = np.zeros((rows, len(self.keys)), dtype=bool)
+        for key, mask in masks.items():
+            block[:, self._column[key]] = mask
+        return block
+
+    def from_flags(self, block: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
+        """The masks a :meth:`flags` block holds (its rows only), as :meth:`masks` gives."""
+        return {self.keys[j]: block[:, j] for j in np.flatnonzero(block.any(axis=0)).tolist()}
 
     def _message(self, feature: str, reason: str, value: Any) -> str:
         if reason == "missing":

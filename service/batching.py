@@ -264,13 +264,23 @@ class Batcher:
                 except TimeoutError:
                     break
             batch = self._take()
-            self._concurrent = len(batch) > 1 or bool(self._queue)
+            self._concurrent = self._saw_company(batch)
             if batch:
                 self._busy = True
                 try:
                     await self._call(loop, batch)
                 finally:
                     self._busy = False
+
+    def _saw_company(self, batch: list[_Pending]) -> bool:
+        """Whether this call had company: it merged requests, or another request is queued.
+        The rest of a split request is not company: a lone client's second chunk would
+        otherwise wait ``max_wait_ms`` for requests that are not coming (it halved a lone
+        client's 1,000-row requests/s, bench/RESULTS.md)."""
+        if len(batch) > 1:
+            return True
+        own = batch[0].request if batch else None
+        return any(p.request is not own for p in self._queue)
 
     def _inline(self, batch: list[_Pending]) -> bool:
         """Whether this call is short and alone (the module's docstring)."""

@@ -61,9 +61,10 @@ and V2 gRPC messages (service/grpc/servicer.py)."""
 _LEARN = 0.2  # weight of the newest request in the bytes-per-row average
 
 _FLAGGED = "kiln:flagged"
-"""The output a checked batch adds (no model output has a colon in its name): True for each
-row that failed an input check. The batcher slices it per request like the model's outputs;
-:meth:`DataPlane.infer` takes it out before anything else sees them."""
+"""The output a checked batch adds (no model output has a colon in its name): the rows that
+failed each input check, as :meth:`kiln.checks.InputChecks.flags` blocks them. The batcher
+slices it per request like the model's outputs; :meth:`DataPlane.infer` takes it out before
+anything else sees them."""
 
 
 @dataclass
@@ -258,8 +259,10 @@ class DataPlane:
     # checked one request at a time on the event loop, a one-row request paid about 10 us of
     # the loop's time, a tenth of all it costs there (bench/RESULTS.md), where a batch of 30
     # merged rows pays about the same once. The findings are counted there, per batch; a
-    # request that holds a flagged row looks at its own rows again for the findings' words
-    # (:meth:`_warnings`), which only rows that failed a check cost. ``reject`` must refuse
+    # request that holds a flagged row gets its own rows of the batch's masks and words the
+    # findings from them (:meth:`_warnings`), which only rows that failed a check cost (it
+    # used to check its rows again on the loop: a fifth of a 1,000-row request's time there,
+    # when its rows were outside the training range). ``reject`` must refuse
     # before the model runs, so it checks each request before queueing it (:meth:`_reject`).
     def _run(self, runtime: ModelRuntime, checks: InputChecks, columns: Columns) -> Outputs:
         """Run the model on a batch, and the input checks on the same rows (worker thread):
@@ -268,9 +271,7 @@ class DataPlane:
         masks = checks.masks(columns)
         if masks:
             self._count_findings(runtime.name, checks.counts(masks))
-            outputs[_FLAGGED] = np.logical_or.reduce(list(masks.values()))
-        else:
-            outputs[_FLAGGED] = np.zeros(len(next(iter(columns.values()))), dtype=bool)
+        outputs[_FLAGGED] = checks.flags(masks, len(next(iter(columns.values()))))
         return outputs
 
     def _reject(self, served: ServedModel, columns: Columns) -> None:
@@ -292,8 +293,8 @@ class DataPlane:
             return [], 0
         if not np.count_nonzero(flagged):
             return [], 0
-        masks = served.checks.masks(columns)
-        total = sum(served.checks.counts(masks).values())
+        masks = served.checks.from_flags(flagged)
+        total = int(np.count_nonzero(flagged))
         return served.checks.findings(columns, masks, limit=MAX_WARNINGS), total
 
     def _count_findings(self, name: str, counts: dict[tuple[str, str], int]) -> None:

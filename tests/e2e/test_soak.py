@@ -24,7 +24,7 @@ def test_a_minute_of_steady_load_no_errors_no_memory_creep(
     if shutil.which("hey") is None:
         pytest.skip("hey is missing: apt-get install hey (.ci/run installs it)")
     figures = tmp_path / "soak.json"
-    batching = {"KILN_SERVE_BATCH": '{"max_batch_rows": 512, "max_wait_ms": 1}'}  # defaults
+    batching = {"KILN_SERVE_BATCH": '{"max_batch_rows": 1024, "max_wait_ms": 1}'}  # defaults
     with kiln_process(served_models, tmp_path / "server.log", **batching) as (url, process):
         argv = [sys.executable, str(REPO / "bench" / "soak.py"), "--url", url]
         argv += ["--pid", str(process.pid), "--model", "churn", "--seconds", "60"]

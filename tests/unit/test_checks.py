@@ -174,6 +174,34 @@ def test_findings_come_by_row_then_feature_order_with_counts_by_reason(
     assert {f.reason for f in shown} <= set(REASONS)
 
 
+def test_flags_hold_every_mask_and_slice_like_the_rows(v3: ModelMetadata) -> None:
+    checks = InputChecks(v3)
+    everything_missing = {name: None for name in CHURN_ROW}
+    rows = [
+        CHURN_ROW,
+        {**CHURN_ROW, "region": "mars", "age": 500, "contract": None},
+        everything_missing,
+        {**CHURN_ROW, "age": -3, "plan": "gold"},
+    ]
+    typed = columns(v3, rows)
+    masks = checks.masks(typed)
+    assert set(masks) <= set(checks.keys) and len(set(checks.keys)) == len(checks.keys)
+    block = checks.flags(masks, len(rows))
+    assert block.shape == (len(rows), len(checks.keys))
+    assert int(np.count_nonzero(block)) == sum(checks.counts(masks).values())
+    back = checks.from_flags(block)
+    assert back.keys() == masks.keys()
+    assert all(back[key].tolist() == masks[key].tolist() for key in masks)
+    # a request's rows of a batch's block are the masks of that request's own rows
+    for start, stop in [(0, 1), (1, 3), (3, 4)]:
+        own = checks.masks({name: column[start:stop] for name, column in typed.items()})
+        sliced = checks.from_flags(block[start:stop])
+        assert {k: v.tolist() for k, v in sliced.items()} == {
+            k: v.tolist() for k, v in own.items()
+        }
+    assert checks.from_flags(checks.flags({}, 2)) == {}
+
+
 def test_the_modes(v3: ModelMetadata) -> None:
     checks = InputChecks(v3)
     assert checks.mode is CheckMode.warn  # the spec's default, stored in kiln.json

@@ -141,6 +141,23 @@ def test_a_lone_client_is_not_kept_waiting() -> None:
     assert all(s.requests == 1 and s.waits[0] < 0.05 for s in seen)
 
 
+def test_the_rest_of_a_lone_clients_split_request_is_not_kept_waiting() -> None:
+    batcher, seen = make(max_wait_ms=200.0, max_batch_rows=4)
+
+    async def go() -> float:
+        started = time.perf_counter()
+        for _ in range(3):  # one request at a time, each split into three chunks
+            out = await batcher.predict(rows(*range(10)), 10)
+            assert out["y"].tolist() == [2.0 * i for i in range(10)]
+        await batcher.close()
+        return time.perf_counter() - started
+
+    # a chunk waiting for company after the one before it would take 200 ms each time
+    assert run_async(go) < 0.2
+    assert [s.rows for s in seen] == [4, 4, 2] * 3
+    assert all(s.waits[0] < 0.05 for s in seen)
+
+
 def test_requests_arriving_during_a_call_join_the_next_without_waiting() -> None:
     batcher, seen = make(slow(0.05), max_wait_ms=0.0, max_batch_rows=64)
 
