@@ -196,9 +196,7 @@ def test_flags_hold_every_mask_and_slice_like_the_rows(v3: ModelMetadata) -> Non
     for start, stop in [(0, 1), (1, 3), (3, 4)]:
         own = checks.masks({name: column[start:stop] for name, column in typed.items()})
         sliced = checks.from_flags(block[start:stop])
-        assert {k: v.tolist() for k, v in sliced.items()} == {
-            k: v.tolist() for k, v in own.items()
-        }
+        assert {k: v.tolist() for k, v in sliced.items()} == {k: v.tolist() for k, v in own.items()}
     assert checks.from_flags(checks.flags({}, 2)) == {}
 
 
