@@ -243,10 +243,12 @@ class InputChecks:
         """The masks as one (rows, len(keys)) bool block, a column per key of
         :attr:`keys`: rows can be sliced and joined like a model's output (the service
         checks a batch once and hands each request its rows, service/dataplane.py)."""
-        block = np.zeros((rows, len(self.keys)), dtype=bool)
+        # Made key by key, (keys, rows) in memory: each mask is one contiguous write, and
+        # from_flags reduces along the rows' contiguous axis.
+        block = np.zeros((len(self.keys), rows), dtype=bool)
         for key, mask in masks.items():
-            block[:, self._column[key]] = mask
-        return block
+            block[self._column[key]] = mask
+        return block.T
 
     def from_flags(self, block: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
         """The masks a :meth:`flags` block holds (its rows only), as :meth:`masks` gives."""

@@ -334,6 +334,24 @@ class DataPlane:
             self.record_error(name, exc)
             raise KilnError(f"model {name!r}: inference failed: {exc}") from exc
         if self.metrics and served.metadata.task is Task.classification:
-            for label, count in Counter(outputs["label"].tolist()).items():
+            for label, count in _label_counts(outputs["label"], served.metadata.classes):
                 self._child(self.metrics.predictions, name, served.version, str(label)).inc(count)
         return Inference(served, outputs, warnings, warning_count)
+
+
+_COUNT_BY_CLASS = 64  # rows from which labels are counted class by class (_label_counts)
+_FEW_CLASSES = 16  # and the most classes they are counted for that way
+
+
+def _label_counts(labels: np.ndarray, classes: list[Any] | None) -> list[tuple[Any, int]]:
+    """(label, rows) for each label answered. Many rows of a model with a few classes are
+    counted one class at a time (``list.count``, C-level equality): a third of the time of a
+    Counter for 1,000 rows of two classes, which hashes every label. Labels that are not the
+    model's classes as listed (an integer label of classes listed as strings) fall back to
+    the Counter."""
+    values = labels.tolist()
+    if classes and len(values) >= _COUNT_BY_CLASS and len(classes) <= _FEW_CLASSES:
+        counts = [(c, values.count(c)) for c in classes]
+        if sum(n for _, n in counts) == len(values):
+            return [(c, n) for c, n in counts if n]
+    return list(Counter(values).items())

@@ -449,10 +449,13 @@ def binary_bytes(array: np.ndarray, datatype: str) -> bytes:
     """An output's binary form: little-endian values, or BYTES as length-prefixed items."""
     if datatype == "BYTES":  # bytes elements go through as they are
         items = array.ravel().tolist()
-        if len(items) > 8 and all(type(v) is str for v in items):
-            # labels: few distinct values, each encoded once
-            encoded = _Encoded()
-            return b"".join([encoded[v] for v in items])
+        if len(items) > 8:
+            # labels: few distinct values, each looked at and encoded once (a value is a str
+            # exactly when its distinct value is: a set merges only equal values)
+            distinct = set(items)
+            if all(type(v) is str for v in distinct):
+                encoded = _Encoded()
+                return b"".join(map(encoded.__getitem__, items))
         items = [v if isinstance(v, bytes) else str(v).encode() for v in items]
         return b"".join(_LENGTH.pack(len(item)) + item for item in items)
     return np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
