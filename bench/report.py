@@ -256,7 +256,7 @@ def _row(r: Result) -> str:
         f"| {r.label} | {MODEL_NAMES[r.model]} | {WORKLOADS[r.workload]} | {r.rows} | "
         f"{r.concurrency} | {r.rps:,.0f} | {r.rows_per_s:,.0f} | {r.p50_ms:.1f} | "
         f"{r.p99_ms:.1f} | {r.errors} | {r.cpu_s_per_1k:.2f} | {r.rss_mb:.0f} | "
-        f"{r.other_cores:.2f} |"
+        f"{r.other_cores:.2f} | {r.stolen_cores:.2f} |"
     )
 
 
@@ -281,7 +281,8 @@ def markdown(env: dict[str, Any], run: Run, checks: list[Check], args: argparse.
         f"- load: {args.tool}, closed loop (each connection sends its next request when the "
         f"answer arrives), {args.duration} s per run after {args.warmup} s of warm-up; the "
         "load generator shares the machine's cores with the server; a run during which other "
-        f"processes used over {args.disturbed_cores} cores was measured again",
+        "processes used, or the hypervisor took (steal time), over "
+        f"{args.disturbed_cores} cores was measured again",
         f"- Kiln: `bentoml serve`, default settings; extra settings: {kiln_env}; "
         "'batching off' adds `KILN_SERVE_BATCH={\"enabled\": false}`",
         f"- command: `{env['command']}`",
@@ -294,11 +295,12 @@ def markdown(env: dict[str, Any], run: Run, checks: list[Check], args: argparse.
         "## Load runs",
         "",
         "CPU s/1k: the server's CPU seconds (all its processes) per 1,000 requests. RSS: its "
-        "memory after the run. Other: cores used by anything else during the run.",
+        "memory after the run. Other: cores used by anything else during the run. Stolen: "
+        "cores the hypervisor gave to other machines during the run (steal time).",
         "",
         "| server | model | body | rows | conc. | req/s | rows/s | p50 ms | p99 ms | errors | "
-        "CPU s/1k | RSS MB | other |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "CPU s/1k | RSS MB | other | stolen |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(_row(r) for r in run.results),
         "",
         "## Start-up",

@@ -124,6 +124,7 @@ class Result:
     loadgen_cores: float
     other_cores: float  # CPU used by anything else on the machine during the run
     rss_mb: float
+    stolen_cores: float = 0.0  # CPU the hypervisor gave to other machines (steal time)
     attempt: int = 1
 
 
@@ -157,6 +158,13 @@ def machine_busy() -> float:
     return t.user + t.nice + t.system
 
 
+def machine_stolen() -> float:
+    """CPU seconds since boot that the hypervisor ran other machines on this one's cores
+    (Linux steal time; 0 where it is not reported). On this VM it reached a quarter of both
+    cores for minutes at a time, and a run under it answered at a third of its speed."""
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
+
+
 def wait_quiet(server: Server, threshold: float, limit: float) -> None:
     """Wait (at most ``limit`` s) until the rest of the machine uses under ``threshold``
     cores: other work on a shared machine skews every figure."""
@@ -176,10 +184,11 @@ def measure_once(
         wait_quiet(server, args.quiet_cores, args.quiet_wait)
     if args.warmup > 0:
         run_load(args.tool, url, body, args.warmup, concurrency, args.threads)
-    cpu_before, busy_before = server.cpu_seconds(), machine_busy()
+    cpu_before, busy_before, stolen_before = server.cpu_seconds(), machine_busy(), machine_stolen()
     load, loadgen_cpu = run_load(args.tool, url, body, args.duration, concurrency, args.threads)
     cpu = server.cpu_seconds() - cpu_before
     others = max(0.0, machine_busy() - busy_before - cpu - loadgen_cpu)
+    stolen = max(0.0, machine_stolen() - stolen_before)
     return {
         "tool": load.tool,
         "seconds": round(load.seconds, 2),
@@ -196,6 +205,7 @@ def measure_once(
         "loadgen_cores": round(loadgen_cpu / load.seconds, 2),
         "other_cores": round(others / load.seconds, 2),
         "rss_mb": round(sum(server.memory().values()) / 2**20, 1),
+        "stolen_cores": round(stolen / load.seconds, 2),
     }
 
 
@@ -208,22 +218,32 @@ def measure(
     concurrency: int,
     args: argparse.Namespace,
 ) -> Result:
-    """Measure one target, again while other work disturbed it (up to ``--retries``)."""
+    """Measure one target, again while other work or the hypervisor disturbed it (up to
+    ``--retries``); the least disturbed attempt counts."""
     attempts: list[dict[str, Any]] = []
+
+    def disturbance(figures: dict[str, Any]) -> float:
+        return float(figures["other_cores"] + figures["stolen_cores"])
+
     while True:
         figures = measure_once(server, url, body, concurrency, args)
         figures["attempt"] = len(attempts) + 1
         attempts.append(figures)
-        if figures["other_cores"] <= args.disturbed_cores or len(attempts) > args.retries:
+        if disturbance(figures) <= args.disturbed_cores or len(attempts) > args.retries:
             break
-        print(f"  disturbed ({figures['other_cores']:.2f} cores elsewhere): again", flush=True)
-    best = min(attempts, key=lambda f: f["other_cores"])
+        print(
+            f"  disturbed ({figures['other_cores']:.2f} cores elsewhere, "
+            f"{figures['stolen_cores']:.2f} stolen): again",
+            flush=True,
+        )
+    best = min(attempts, key=disturbance)
     result = Result(who[0], who[1], model, body.kind, body.rows, concurrency, **best)
     print(
         f"  {who[1]:<22} {model:<6} {body.kind:<9} {body.rows:>5} rows c={concurrency:<3} "
         f"{result.rps:>8.1f} req/s {result.rows_per_s:>10.0f} rows/s  p50 {result.p50_ms:>7.2f}"
         f"  p99 {result.p99_ms:>7.2f} ms  err {result.errors}  cpu {result.cpu_s_per_1k:.3f}"
-        f" s/1k  rss {result.rss_mb:.0f} MB  other {result.other_cores:.2f}",
+        f" s/1k  rss {result.rss_mb:.0f} MB  other {result.other_cores:.2f}"
+        f"  stolen {result.stolen_cores:.2f}",
         flush=True,
     )
     return result
@@ -629,7 +649,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--disturbed-cores",
         type=float,
         default=0.2,
-        help="a run with more other work than this is measured again (0.2)",
+        help="a run with more other work or steal time than this (cores) is measured again (0.2)",
     )
     parser.add_argument("--retries", type=int, default=1, help="re-measurements per run (1)")
     parser.add_argument(
