@@ -54,3 +54,5 @@ def test_every_answered_label_is_counted_once_per_row(served_models: dict[str, A
     assert len(set(answered)) == 2, "the rows should answer both classes"
     expected = {str(label): float(n) for label, n in Counter(answered).items()}
     assert _predictions(metrics) == expected
+    received = [s.value for s in metrics.rows.collect()[0].samples if s.name.endswith("_total")]
+    assert received == [301.0]
