@@ -720,6 +720,7 @@ def general_path(monkeypatch: pytest.MonkeyPatch) -> None:
     import service.codecs.v2 as codec
 
     monkeypatch.setattr(codec, "_plain_inputs", lambda *_: None)
+    monkeypatch.setattr(codec, "_binary_plan", lambda *_: None)
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -730,8 +731,11 @@ def test_the_usual_request_takes_the_one_pass_path(
 
     body, header_length = usual_request(binary)
     taken = []
-    plain = codec._plain_inputs
-    monkeypatch.setattr(codec, "_plain_inputs", lambda *a: taken.append(plain(*a)) or taken[-1])
+    # a binary header is read once into a plan (_binary_plan), a JSON request each time
+    name = "_binary_plan" if binary else "_plain_inputs"
+    codec._binary_plan.cache_clear()
+    plain = getattr(codec, name)
+    monkeypatch.setattr(codec, name, lambda *a: taken.append(plain(*a)) or taken[-1])
     fast = decoded_or_error(body, header_length)
     assert taken and taken[0] is not None
     general_path(monkeypatch)
@@ -805,3 +809,83 @@ def test_near_misses_get_the_general_paths_answer(
     fast = decoded_or_error(body, header_length)
     general_path(monkeypatch)
     assert fast == decoded_or_error(body, header_length)
+
+
+# -- a header seen before (service/codecs/v2.py: _binary_plan) ------------------------------
+
+
+FP32_SPECS = [s for s in SPECS if s.datatype == "FP32"]
+
+
+def fp32_request(values: np.ndarray, request_id: str | None = None) -> tuple[bytes, int]:
+    """tritonclient's binary request of ``values`` (rows, 3 inputs)."""
+    inputs = []
+    for j, spec in enumerate(FP32_SPECS):
+        tensor = triton.InferInput(spec.name, [len(values), 1], "FP32")
+        tensor.set_data_from_numpy(values[:, j : j + 1].astype(np.float32), binary_data=True)
+        inputs.append(tensor)
+    outputs = [triton.InferRequestedOutput("label", binary_data=True)]
+    body, header_length = Client.generate_request_body(
+        inputs, outputs=outputs, request_id=request_id or ""
+    )
+    assert header_length is not None
+    return body, header_length
+
+
+def test_a_header_seen_before_is_decoded_once_and_each_body_gets_its_own_values() -> None:
+    import service.codecs.v2 as codec
+
+    codec._binary_plan.cache_clear()
+    first = np.array([[1.5, 2.0, 3.0], [4.0, -5.0, 6.25]])
+    second = first * -7 + 1
+    body, header_length = fp32_request(first, "42")
+    again, same_length = fp32_request(second, "42")
+    assert body[:header_length] == again[:same_length]  # only the binary data differs
+
+    one = decode(body, header_length, specs=FP32_SPECS)
+    two = decode(again, same_length, specs=FP32_SPECS)
+    info = codec._binary_plan.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    for got, values in ((one, first), (two, second)):
+        assert got.id == "42" and got.rows == 2
+        assert got.outputs == [RequestedOutput("label", True)]
+        assert list(got.columns) == [s.name for s in FP32_SPECS]
+        np.testing.assert_array_equal(np.column_stack(list(got.columns.values())), values)
+    # Each request its own parameters and outputs: changing one changes no other.
+    one.parameters["x"] = 1
+    assert one.outputs is not None
+    one.outputs.clear()
+    three = decode(body, header_length, specs=FP32_SPECS)
+    assert three.parameters == {} and three.outputs == [RequestedOutput("label", True)]
+
+
+@pytest.mark.parametrize("cut", [-4, -1, 4])
+def test_a_header_seen_before_with_the_wrong_binary_length_gets_the_general_error(
+    cut: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.codecs.v2 as codec
+
+    body, header_length = fp32_request(np.ones((2, 3)))
+    decode(body, header_length, specs=FP32_SPECS)  # the header is known now
+    wrong = body[:cut] if cut < 0 else body + b"\0" * cut
+    with pytest.raises(InvalidInput) as cached:
+        decode(wrong, header_length, specs=FP32_SPECS)
+    general_path(monkeypatch)
+    with pytest.raises(InvalidInput) as general:
+        decode(wrong, header_length, specs=FP32_SPECS)
+    assert str(cached.value) == str(general.value)
+
+
+def test_a_header_is_known_per_model_and_per_row_limit() -> None:
+    import service.codecs.v2 as codec
+
+    body, header_length = fp32_request(np.ones((3, 3)))
+    assert decode(body, header_length, specs=FP32_SPECS).rows == 3
+    with pytest.raises(PayloadTooLarge):  # the same header, a lower limit
+        decode(body, header_length, specs=FP32_SPECS, max_rows=2)
+    other = [InputSpec(s.name, "FP32") for s in FP32_SPECS]  # another model, the same names
+    assert decode(body, header_length, specs=other).rows == 3
+    reordered = FP32_SPECS[::-1]  # a model whose inputs come in another order
+    got = decode(body, header_length, specs=reordered)
+    assert list(got.columns) == [s.name for s in reordered]
+    assert codec._binary_plan.cache_info().currsize >= 3
