@@ -19,12 +19,21 @@ route. This batcher is the small piece that keeps the rules:
 - if a merged call fails, each request in it is retried alone, so one request's failure is
   never another's;
 - with ``merge=False`` (batching off) every request is its own call, in arrival order;
-- a call that is short and alone runs on the event loop itself: one request with nothing
-  queued behind it, of at most ``INLINE_ROWS`` rows, for a model whose recent small calls
-  took at most ``inline_max_ms``. Handing a call to the model's thread and its answer back
-  costs a one-row request about a fifth of its time (0.5 against 0.3 ms, bench/RESULTS.md),
-  which buys nothing when no other request could use the loop meanwhile. Every other call,
-  and every call of a model that is not quick, runs on the thread.
+- a call that is expected to be short runs on the event loop itself, without the hand-off
+  to the model's thread and back: its expected duration (the model's own, learnt from its
+  recent calls: a part every call pays, from calls of at most ``SMALL_ROWS`` rows, and a
+  part per row, from larger ones) is at most ``inline_max_ms``. Every other call, the first
+  calls of a model (nothing is known of it yet), and every call of a model that is not
+  quick, runs on the thread. The hand-off is not only the hop: the call's rows, written on
+  the loop's core, are read on the thread's, and its outputs the other way, which on the
+  benchmark's machine cost a 1,000-row call of the logistic regression about as much CPU as
+  the call itself (masks and ONNX Runtime: 250 us on one core, 400 us across two), and
+  answered a one-row request 0.5 against 0.3 ms. A call on the loop holds every other request
+  for its duration, which the bound keeps short; for a quick model that costs less than the
+  hand-off saves, under concurrent traffic too (docs/benchmarks.md has the figures).
+  Durations are CPU time of the thread that ran the call, so waiting for the interpreter
+  lock behind the loop does not count; a call that waits without the CPU (a GPU's) is not
+  seen by it, so the data plane turns this off for models on another provider.
 """
 
 from __future__ import annotations
@@ -42,11 +51,12 @@ import numpy as np
 
 from kiln.errors import Overloaded
 
-__all__ = ["INLINE_ROWS", "BatchStats", "Batcher", "Columns", "Outputs", "Reservation"]
+__all__ = ["SMALL_ROWS", "BatchStats", "Batcher", "Columns", "Outputs", "Reservation"]
 
-INLINE_ROWS = 16
-"""The most rows of a call that may run on the event loop (see the module's docstring)."""
-_LEARN = 0.2  # weight of the newest small call in the average duration of small calls
+SMALL_ROWS = 16
+"""Calls of at most this many rows teach the part of a call's duration that every call pays;
+larger ones, the part per row (see the module's docstring)."""
+_LEARN = 0.2  # weight of the newest call in the averages of a call's duration
 
 Columns = dict[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
@@ -135,7 +145,8 @@ class Batcher:
         self._busy = False
         self._concurrent = False  # did the last call see company? then the next one waits
         self.inline_max = inline_max_ms / 1000
-        self._small_call: float | None = None  # average seconds of calls of <= INLINE_ROWS
+        self._per_call: float | None = None  # average CPU seconds of calls of <= SMALL_ROWS
+        self._per_row: float | None = None  # and of a row past those, from larger calls
         self.inline_calls = 0  # calls run on the event loop (for tests and benchmarks)
 
     @property
@@ -282,24 +293,32 @@ class Batcher:
         own = batch[0].request if batch else None
         return any(p.request is not own for p in self._queue)
 
-    def _inline(self, batch: list[_Pending]) -> bool:
-        """Whether this call is short and alone (the module's docstring)."""
-        return (
-            len(batch) == 1
-            and not self._queue
-            and batch[0].rows <= INLINE_ROWS
-            and self._small_call is not None
-            and self._small_call <= self.inline_max
-        )
+    def expected_seconds(self, rows: int) -> float | None:
+        """How long a call of ``rows`` rows is expected to take (CPU seconds); None while
+        calls of its size have not been timed."""
+        if rows <= SMALL_ROWS:
+            return self._per_call
+        if self._per_row is None:
+            return None
+        return (self._per_call or 0.0) + self._per_row * rows
+
+    def _inline(self, rows: int) -> bool:
+        """Whether a call of ``rows`` rows runs on the loop (the module's docstring)."""
+        expected = self.expected_seconds(rows)
+        return self.inline_max > 0 and expected is not None and expected <= self.inline_max
 
     def _timed(self, merged: Columns, rows: int) -> Outputs:
-        """The model's call, its duration learnt when it is a small one (either thread)."""
-        started = time.perf_counter()
+        """The model's call, its duration learnt (either thread)."""
+        started = time.thread_time()
         outputs = self._run(merged)
-        if rows <= INLINE_ROWS:
-            took = time.perf_counter() - started
-            known = self._small_call
-            self._small_call = took if known is None else known + _LEARN * (took - known)
+        took = time.thread_time() - started
+        if rows <= SMALL_ROWS:
+            known = self._per_call
+            self._per_call = took if known is None else known + _LEARN * (took - known)
+        else:
+            per_row = max(0.0, took - (self._per_call or 0.0)) / rows
+            known = self._per_row
+            self._per_row = per_row if known is None else known + _LEARN * (per_row - known)
         return outputs
 
     async def _call(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
@@ -307,7 +326,7 @@ class Batcher:
         merged = _concat([p.columns for p in batch])
         rows = sum(p.rows for p in batch)
         try:
-            if self._inline(batch):
+            if self._inline(rows):
                 self.inline_calls += 1
                 outputs = self._timed(merged, rows)
             else:

@@ -45,7 +45,7 @@ from kiln.errors import (
     NonFiniteOutput,
     Overloaded,
 )
-from kiln.runtime import ModelRuntime
+from kiln.runtime import CPU, ModelRuntime
 from kiln.values import check_columns, nonfinite_outputs
 from service.batching import Batcher, BatchStats, Columns, Outputs, Reservation
 from service.metrics import UNKNOWN_LABEL, Metrics
@@ -176,7 +176,8 @@ class DataPlane:
             max_batch_rows=limits.max_batch_rows,
             max_wait_ms=limits.max_wait_ms,
             merge=limits.enabled,
-            inline_max_ms=limits.inline_max_ms,
+            # CPU time cannot see a call that waits for a device (service/batching.py)
+            inline_max_ms=limits.inline_max_ms if runtime.providers.provider == CPU else 0.0,
             max_queue_rows=self.settings.max_queue_rows,
             on_batch=functools.partial(self._observe_batch, runtime),
         )

@@ -87,9 +87,11 @@ class BatchLimits(BaseModel):
     enabled: bool = True
     """False: never merge requests; each is its own call (larger ones still split)."""
 
-    inline_max_ms: Annotated[float, Milliseconds] = Field(default=0.25, ge=0, le=1000)
-    """A request alone, of at most 16 rows, for a model whose small calls take at most this
-    long, runs on the event loop without the hand-off to the model's thread (0: never)."""
+    inline_max_ms: Annotated[float, Milliseconds] = Field(default=1.0, ge=0, le=1000)
+    """A call expected to take at most this long (the model's recent calls, CPU time) runs
+    on the event loop without the hand-off to the model's thread (0: never)."""
+    # 1 ms, measured side by side (docs/benchmarks.md): 1,000-row calls of the logistic
+    # regression (about 0.3 ms) run on the loop, the forest's (2.4 ms) and the MLP's do not.
 
 
 class ServingSettings(BaseSettings):

@@ -10,7 +10,7 @@ import pytest
 
 from kiln import Predictor
 from kiln.errors import KilnError
-from kiln.runtime import CPU, CUDA
+from kiln.runtime import CPU, CUDA, ProviderReport
 from service.dataplane import DataPlane
 from service.settings import ServingSettings
 
@@ -40,6 +40,21 @@ def test_an_unavailable_provider_is_refused_by_name(served_models: dict[str, Any
         DataPlane.load(ServingSettings(models=["wine"], providers=["TensorrtExecutionProvider"]))
 
 
+def test_calls_run_on_the_loop_only_for_models_on_the_cpu(
+    served_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batcher times calls in CPU time, which cannot see a call waiting for a device."""
+    plane = DataPlane.load(ServingSettings(models=["wine"]))
+    served = plane.get("wine")
+    inline_max = plane.settings.limits_for("wine").inline_max_ms / 1000
+    assert inline_max > 0
+    if served.runtime.providers.provider == CPU:
+        assert served.batcher.inline_max == inline_max
+    on_gpu = ProviderReport([CUDA, CPU], [CUDA, CPU], 10, 2)
+    monkeypatch.setattr(served.runtime, "providers", on_gpu)
+    assert plane._batcher(served.runtime, served.checks).inline_max == 0
+
+
 def test_bad_setting_values_stop_start_up_with_the_field_named() -> None:
     with pytest.raises(ValueError, match="max_rows_per_request"):
         ServingSettings(max_rows_per_request=0)
@@ -52,6 +67,7 @@ def test_model_runs_on_cuda_and_answers_like_cpu(served_models: dict[str, Any]) 
         ServingSettings(models=["churn"], providers=[CUDA, CPU], require_gpu=True)
     ).get("churn")
     assert gpu.runtime.providers.provider == CUDA
+    assert gpu.batcher.inline_max == 0  # every call on the model's thread
     meta = gpu.metadata
     assert gpu.runtime.providers.cpu_nodes == (meta.onnx_nodes or {}).get("ai.onnx.ml", 0)
     columns = gpu.runtime.example_columns(rows=8)

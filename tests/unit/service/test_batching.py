@@ -28,6 +28,19 @@ def slow(seconds: float) -> Callable[[Columns], Outputs]:
     return run
 
 
+def busy(per_call: float, per_row: float = 0.0) -> Callable[[Columns], Outputs]:
+    """A model that uses the CPU for ``per_call`` plus ``per_row`` seconds a row (the
+    batcher times calls in CPU time, which a sleep does not use)."""
+
+    def run(columns: Columns) -> Outputs:
+        until = time.thread_time() + per_call + per_row * len(columns["x"])
+        while time.thread_time() < until:
+            pass
+        return double(columns)
+
+    return run
+
+
 def failing(columns: Columns) -> Outputs:
     """The 'error model': fails any call that contains a negative x."""
     if (columns["x"] < 0).any():
@@ -355,20 +368,27 @@ def test_a_short_lone_call_runs_on_the_loop_once_the_model_is_known_quick() -> N
         np.testing.assert_array_equal(answer["y"], [2 * i, 2 * i + 2])
 
 
-def test_calls_with_company_or_too_large_or_slow_stay_on_the_thread() -> None:
+def test_quick_calls_run_on_the_loop_with_company_and_when_large() -> None:
     run, on_loop = on_thread(double)
-    batcher, _ = make(run, inline_max_ms=5.0, max_batch_rows=64)
+    batcher, seen = make(run, inline_max_ms=5.0, max_batch_rows=1000)
 
     async def go() -> None:
-        await batcher.predict(rows(1), 1)  # learns that the model is quick
+        await batcher.predict(rows(1), 1)  # learns what every call costs: on the thread
         await asyncio.gather(*(batcher.predict(rows(i), 1) for i in range(6)))  # company
-        await batcher.predict(rows(*range(17)), 17)  # past INLINE_ROWS
+        await batcher.predict(rows(*range(17)), 17)  # the first large call: on the thread
+        await batcher.predict(rows(*range(17)), 17)  # now known quick per row
+        answer = await batcher.predict(rows(*range(900)), 900)
+        np.testing.assert_array_equal(answer["y"], 2 * np.arange(900))
         await batcher.close()
 
     run_async(go)
-    assert True not in on_loop
+    assert [s.requests for s in seen] == [1, 6, 1, 1, 1]  # the company was merged
+    assert on_loop == [False, True, False, True, True] and batcher.inline_calls == 3
+    assert batcher.expected_seconds(900) is not None and batcher.expected_seconds(900) < 0.005
 
-    slow_run, slow_on_loop = on_thread(slow(0.01))  # 10 ms calls: past inline_max_ms
+
+def test_slow_calls_and_calls_slow_for_their_rows_stay_on_the_thread() -> None:
+    slow_run, slow_on_loop = on_thread(busy(0.01))  # 10 ms calls: past inline_max_ms
     slow_batcher, _ = make(slow_run, inline_max_ms=5.0)
 
     async def alone() -> None:
@@ -378,6 +398,22 @@ def test_calls_with_company_or_too_large_or_slow_stay_on_the_thread() -> None:
 
     run_async(alone)
     assert slow_on_loop == [False, False, False] and slow_batcher.inline_calls == 0
+
+    # 20 us a row: a small call is quick, 500 rows are not (10 ms)
+    per_row_run, per_row_on_loop = on_thread(busy(0.0, 20e-6))
+    per_row, _ = make(per_row_run, inline_max_ms=5.0, max_batch_rows=1000)
+
+    async def growing() -> None:
+        for _ in range(2):
+            await per_row.predict(rows(1), 1)
+        for _ in range(3):
+            await per_row.predict(rows(*range(500)), 500)
+        await per_row.close()
+
+    run_async(growing)
+    assert per_row_on_loop == [False, True, False, False, False]
+    expected = per_row.expected_seconds(500)
+    assert expected is not None and expected > 0.008
 
 
 def test_inline_off_and_a_failing_inline_call() -> None:

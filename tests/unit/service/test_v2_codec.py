@@ -863,7 +863,6 @@ def test_a_header_seen_before_is_decoded_once_and_each_body_gets_its_own_values(
 def test_a_header_seen_before_with_the_wrong_binary_length_gets_the_general_error(
     cut: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import service.codecs.v2 as codec
 
     body, header_length = fp32_request(np.ones((2, 3)))
     decode(body, header_length, specs=FP32_SPECS)  # the header is known now
