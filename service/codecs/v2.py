@@ -226,10 +226,9 @@ class _Plan:
         return 4 * self.rows * len(self.names)
 
     def request(self, binary: memoryview) -> V2Request:
-        block = np.frombuffer(binary, np.float32).reshape(len(self.names), self.rows).copy()
         return V2Request(
             self.request_id,
-            self.layout.ordered(self.names, block),
+            self.layout.from_binary(self.names, self.rows, binary),
             self.rows,
             None if self.outputs is None else list(self.outputs),
             dict(self.parameters),  # each request its own: a caller may change it
@@ -285,8 +284,7 @@ def _plain_inputs(
     if is_binary:
         if len(binary) != 4 * rows * count:
             return None
-        block = np.frombuffer(binary, np.float32).reshape(count, rows).copy()
-        return layout.ordered(names, block), rows, 5 * count
+        return layout.from_binary(names, rows, binary), rows, 5 * count
     if set(map(type, payloads)) != {list} or set(map(len, payloads)) != {rows}:
         return None
     if layout.all_fp32 and set(datatypes) <= FLOAT_DATATYPES:  # the usual model: no strings
@@ -383,6 +381,13 @@ class _Layout:
         self.specs = {spec.name: spec.datatype for spec in inputs}
         self.names = tuple(self.specs)
         self.all_fp32 = set(self.specs.values()) == {"FP32"}
+
+    def from_binary(
+        self, names: tuple[str, ...], rows: int, binary: memoryview
+    ) -> dict[str, np.ndarray]:
+        """The columns of raw FP32 data, ``rows`` values per input named in ``names``."""
+        block = np.frombuffer(binary, np.float32).reshape(len(names), rows).copy()
+        return self.ordered(names, block)
 
     def ordered(self, names: tuple[str, ...], block: np.ndarray) -> dict[str, np.ndarray]:
         """The rows of ``block``, one per input named in ``names``, in the model's order."""
